@@ -1,0 +1,159 @@
+"""The exception tree: every failure the SDK reports is a ``SigmaError``.
+
+::
+
+    SigmaError
+     ├── APIConnectionError            the request did not get an HTTP answer
+     │    └── APITimeoutError          ... because it ran out of time
+     ├── APIStatusError                the server answered with a 4xx/5xx status
+     │    ├── BadRequestError          400
+     │    ├── AuthenticationError      401
+     │    ├── PermissionDeniedError    403
+     │    ├── NotFoundError            404
+     │    ├── ConflictError            409
+     │    ├── UnprocessableEntityError 422
+     │    ├── RateLimitError           429 (``retry_after`` in seconds, when sent)
+     │    └── ServerError              5xx
+     ├── ResponseDecodeError           a 2xx answer whose body is not the documented shape
+     └── WatchError                    a watch that cannot go on (silence past ``max_silence``, ...)
+
+Bad arguments are not ``SigmaError``: they raise ``ValueError`` before any request is sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConflictError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ResponseDecodeError",
+    "ServerError",
+    "SigmaError",
+    "UnprocessableEntityError",
+    "WatchError",
+    "status_error_class",
+]
+
+
+class SigmaError(Exception):
+    """Base class of every error raised by sigma-async."""
+
+
+class APIConnectionError(SigmaError):
+    """The request got no HTTP answer: refused, reset, DNS failure, TLS failure."""
+
+    def __init__(self, message: str, *, method: str | None = None, path: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.method = method
+        self.path = path
+
+
+class APITimeoutError(APIConnectionError):
+    """The request did not complete within the client's timeout."""
+
+
+class APIStatusError(SigmaError):
+    """The server answered with an error status.
+
+    ``message`` is the server's own message when the body carries one, ``body`` the decoded body
+    (or a short text snippet), ``request_id`` the ``X-Request-Id`` response header when sent.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        body: Any = None,
+        request_id: str | None = None,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        self.message = message
+        self.status_code = status_code
+        self.body = body
+        self.request_id = request_id
+        self.method = method
+        self.path = path
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = f"{self.method} {self.path}: " if self.method and self.path else ""
+        rid = f" (request id {self.request_id})" if self.request_id else ""
+        return f"{where}HTTP {self.status_code}: {self.message}{rid}"
+
+
+class BadRequestError(APIStatusError):
+    """400: the server rejected the request as malformed."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the username or secret key is wrong, or missing."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the credentials are valid but not for this app or operation."""
+
+
+class NotFoundError(APIStatusError):
+    """404: no such channel, session or route."""
+
+
+class ConflictError(APIStatusError):
+    """409: the resource is not in a state that allows this operation."""
+
+
+class UnprocessableEntityError(APIStatusError):
+    """422: the body was understood but its values are invalid."""
+
+
+class RateLimitError(APIStatusError):
+    """429: too many requests. ``retry_after`` is the server's wait in seconds, when it sent one."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **kw)
+
+
+class ServerError(APIStatusError):
+    """5xx: the server failed."""
+
+
+class ResponseDecodeError(SigmaError):
+    """A successful answer whose body is not valid JSON of the documented shape."""
+
+    def __init__(self, message: str, *, status_code: int | None = None, snippet: str = "") -> None:
+        self.status_code = status_code
+        self.snippet = snippet
+        super().__init__(message)
+
+
+class WatchError(SigmaError):
+    """A watch cannot go on: the server stayed unreachable past ``max_silence``, or the session ended first."""
+
+
+_BY_STATUS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
+
+
+def status_error_class(status: int) -> type[APIStatusError]:
+    """The ``APIStatusError`` subclass for an HTTP status (``ServerError`` for every 5xx)."""
+    if status >= 500:
+        return ServerError
+    return _BY_STATUS.get(status, APIStatusError)

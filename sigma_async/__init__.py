@@ -1,6 +1,15 @@
-"""sigma-async: the asyncio SDK for the Sigma Livestream API."""
+"""sigma-async: the asyncio SDK for the Sigma Livestream API.
 
+>>> from sigma_async import SigmaClient, ChannelCreate
+>>> async with SigmaClient.from_env() as client:
+...     ch = await client.channels.create(ChannelCreate(name="news"))
+"""
+
+from ._client import Channels, Events, Sessions, SigmaClient
+from ._config import Credentials
+from ._retry import RetryPolicy
 from ._version import __version__
+from .bulk import BulkResult
 from .errors import (
     APIConnectionError,
     APIStatusError,
@@ -53,3 +62,60 @@ from .transitions import (
     Unknown,
     decode_transition,
 )
+
+__all__ = [
+    "DEFAULT_PROFILES",
+    "PROFILE_1080P",
+    "PROFILE_480P",
+    "PROFILE_720P",
+    "SIGMA_MACHINE_ID",
+    "SIGMA_MACHINE_TYPE",
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AnyTransition",
+    "AuthenticationError",
+    "BadRequestError",
+    "BulkResult",
+    "CatchupDestination",
+    "Channel",
+    "ChannelCreate",
+    "ChannelInput",
+    "Channels",
+    "ClientInfo",
+    "ConflictError",
+    "Credentials",
+    "Ended",
+    "Event",
+    "EventAction",
+    "Events",
+    "Initializing",
+    "Interrupted",
+    "Live",
+    "Machine",
+    "NotFoundError",
+    "Page",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ResponseDecodeError",
+    "Restored",
+    "RetryPolicy",
+    "S3Destination",
+    "ServerError",
+    "Session",
+    "SessionStatus",
+    "Sessions",
+    "SigmaClient",
+    "SigmaError",
+    "Stable",
+    "Started",
+    "Status",
+    "Stopped",
+    "Transition",
+    "UnprocessableEntityError",
+    "Unknown",
+    "WatchError",
+    "__version__",
+    "catchup_playlist_url",
+    "decode_transition",
+]

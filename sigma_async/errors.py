@@ -50,11 +50,15 @@ class SigmaError(Exception):
 class APIConnectionError(SigmaError):
     """The request got no HTTP answer: refused, reset, DNS failure, TLS failure."""
 
-    def __init__(self, message: str, *, method: str | None = None, path: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, method: str | None = None, path: str | None = None, sent: bool = True
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.method = method
         self.path = path
+        #: False when the request provably never left (connection refused): safe to retry even a create.
+        self.sent = sent
 
 
 class APITimeoutError(APIConnectionError):
@@ -65,7 +69,8 @@ class APIStatusError(SigmaError):
     """The server answered with an error status.
 
     ``message`` is the server's own message when the body carries one, ``body`` the decoded body
-    (or a short text snippet), ``request_id`` the ``X-Request-Id`` response header when sent.
+    (or a short text snippet, secrets redacted), ``request_id`` the ``X-Request-Id`` response header when
+    sent, ``retry_after`` the seconds of a ``Retry-After`` header (429 and 503 send one).
     """
 
     def __init__(
@@ -77,8 +82,10 @@ class APIStatusError(SigmaError):
         request_id: str | None = None,
         method: str | None = None,
         path: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         self.message = message
+        self.retry_after = retry_after
         self.status_code = status_code
         self.body = body
         self.request_id = request_id
@@ -118,10 +125,6 @@ class UnprocessableEntityError(APIStatusError):
 
 class RateLimitError(APIStatusError):
     """429: too many requests. ``retry_after`` is the server's wait in seconds, when it sent one."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
-        self.retry_after = retry_after
-        super().__init__(message, **kw)
 
 
 class ServerError(APIStatusError):

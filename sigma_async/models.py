@@ -7,7 +7,6 @@ tomorrow decodes today; the known values are listed as constants. Unknown fields
 from __future__ import annotations
 
 from datetime import datetime
-from collections.abc import Iterator
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -91,9 +90,9 @@ class S3Destination(msgspec.Struct, rename="camel", omit_defaults=False):
             f"segment_prefix={self.segment_prefix!r})"
         )
 
-    def __rich_repr__(self) -> Iterator[tuple[str, Any]]:
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
         # msgspec's own __rich_repr__ walks the raw fields and would print the secret.
-        yield from _redacted_fields(self, "secret_key")
+        return _redacted_fields(self, "secret_key")
 
 
 class CatchupDestination(msgspec.Struct, rename="camel"):
@@ -194,8 +193,8 @@ class ChannelInput(msgspec.Struct, rename="camel"):
         token = None if self.stream_token is None else _REDACTED
         return f"ChannelInput(stream_token={token!r}, rtmp_server={self.rtmp_server!r})"
 
-    def __rich_repr__(self) -> Iterator[tuple[str, Any]]:
-        yield from _redacted_fields(self, "stream_token")
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        return _redacted_fields(self, "stream_token")
 
 
 class Channel(msgspec.Struct, rename="camel"):
@@ -244,8 +243,8 @@ class ClientInfo(msgspec.Struct):
             f"app={self.app!r}, stream_id={self.stream_id!r})"
         )
 
-    def __rich_repr__(self) -> Iterator[tuple[str, Any]]:
-        yield from _redacted_fields(self, "stream", "param")
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        return _redacted_fields(self, "stream", "param")
 
 
 class Event(msgspec.Struct, rename="camel"):
@@ -312,7 +311,6 @@ def catchup_playlist_url(s3_base: str, session_id: str) -> str:
     return f"{s3_base.rstrip('/')}/sigma-livestream/{session_id}/catchup/master-catchup.m3u8"
 
 
-def _redacted_fields(obj: msgspec.Struct, *secret: str) -> Iterator[tuple[str, Any]]:
-    for name in obj.__struct_fields__:
-        value = getattr(obj, name)
-        yield name, (_REDACTED if name in secret and value is not None else value)
+def _redacted_fields(obj: msgspec.Struct, *secret: str) -> list[tuple[str, Any]]:
+    pairs = ((name, getattr(obj, name)) for name in obj.__struct_fields__)
+    return [(name, _REDACTED if name in secret and value is not None else value) for name, value in pairs]

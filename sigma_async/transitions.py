@@ -1,6 +1,7 @@
 """State transitions of a live session, as yielded by ``watch_session``, ``watch_channel`` and ``monitor``.
 
-A tagged union: ``msgspec.json.encode(t)`` gives ``{"kind": "live", ...}`` and ``match t: case Live(): ...`` works.
+A tagged union: ``msgspec.json.encode(t)`` gives ``{"kind": "live", ...}``, and ``match t: case Live():``
+works.
 
 >>> async for t in client.watch_session(sid):
 ...     match t:
@@ -59,35 +60,35 @@ class Transition(msgspec.Struct, tag_field="kind", kw_only=True, frozen=True):
         return False
 
 
-class Initializing(Transition, tag="initializing"):
+class Initializing(Transition, tag="initializing", frozen=True):
     kind: ClassVar[str] = "initializing"
 
 
-class Started(Transition, tag="started"):
+class Started(Transition, tag="started", frozen=True):
     kind: ClassVar[str] = "started"
 
 
-class Live(Transition, tag="live"):
+class Live(Transition, tag="live", frozen=True):
     kind: ClassVar[str] = "live"
 
 
-class Stable(Transition, tag="stable"):
+class Stable(Transition, tag="stable", frozen=True):
     kind: ClassVar[str] = "stable"
 
 
-class Interrupted(Transition, tag="interrupted"):
+class Interrupted(Transition, tag="interrupted", frozen=True):
     kind: ClassVar[str] = "interrupted"
 
 
-class Restored(Transition, tag="restored"):
+class Restored(Transition, tag="restored", frozen=True):
     kind: ClassVar[str] = "restored"
 
 
-class Stopped(Transition, tag="stopped"):
+class Stopped(Transition, tag="stopped", frozen=True):
     kind: ClassVar[str] = "stopped"
 
 
-class Ended(Transition, tag="ended"):
+class Ended(Transition, tag="ended", frozen=True):
     kind: ClassVar[str] = "ended"
 
     @property
@@ -95,7 +96,7 @@ class Ended(Transition, tag="ended"):
         return True
 
 
-class Unknown(Transition, tag="unknown"):
+class Unknown(Transition, tag="unknown", frozen=True):
     """A status or event action the SDK cannot map; ``raw`` is the server's own value."""
 
     kind: ClassVar[str] = "unknown"

@@ -1,0 +1,308 @@
+"""``SigmaClient`` and its resource namespaces: ``channels``, ``sessions``, ``events``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from functools import partial
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import msgspec
+
+from . import _protocol as proto
+from ._config import DEFAULT_BASE_URL, USER_AGENT, Credentials, check_base_url, settings_from_env
+from ._protocol import Request, Response
+from ._retry import PauseGate, RetryPolicy, RetryRunner
+from ._transport import Transport
+from .bulk import BulkResult, ProgressCallback, run_bounded
+from .models import Channel, ChannelCreate, Event, Page, Session, SessionStatus
+
+if TYPE_CHECKING:
+    from .transitions import Transition
+
+__all__ = ["Channels", "Events", "SigmaClient", "Sessions"]
+
+logger = logging.getLogger("sigma_async")
+M = TypeVar("M")
+Item = TypeVar("Item")
+Sleep = Callable[[float], Awaitable[None]]
+
+ITER_PAGE_SIZE: Final = 100
+
+
+class SigmaClient:
+    """An async client of the Sigma Livestream API, owning one pooled HTTP session.
+
+    >>> async with SigmaClient(username="u", secret_key="s", app_id="a") as client:
+    ...     ch = await client.channels.create(ChannelCreate(name="news"))
+    ...     await client.channels.start(ch.id)
+
+    One client serves any number of concurrent calls; share it. ``max_connections`` bounds the pool.
+    """
+
+    def __init__(
+        self,
+        *,
+        username: str,
+        secret_key: str,
+        app_id: str,
+        base_url: str = DEFAULT_BASE_URL,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        max_connections: int = 100,
+        allow_insecure_http: bool = False,
+        sleep: Sleep | None = None,
+    ) -> None:
+        self.credentials = Credentials(username=username, secret_key=secret_key, app_id=app_id)
+        self.base_url = check_base_url(base_url, allow_insecure_http=allow_insecure_http)
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        headers = {
+            "Authorization": self.credentials.authorization,
+            "X-App-Id": app_id,
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+        }
+        self._transport = Transport(self.base_url, headers, timeout=timeout, max_connections=max_connections)
+        # ``sleep`` is injectable so retry and watch tests can run without waiting.
+        self._sleep: Sleep = sleep or asyncio.sleep
+        self._gate = PauseGate(self._sleep)
+        self._runner = RetryRunner(self.retry, self._gate, self._sleep)
+        self.channels = Channels(self)
+        self.sessions = Sessions(self)
+        self.events = Events(self)
+
+    @classmethod
+    def from_env(cls, env_file: str | os.PathLike[str] | None = None, **overrides: Any) -> SigmaClient:
+        """Build a client from ``SIGMA_USERNAME``, ``SIGMA_SECRET_KEY``, ``SIGMA_APP_ID``, ``SIGMA_BASE_URL``,
+        and optionally a ``.env`` file; keyword arguments win over both."""
+        settings: dict[str, Any] = dict(settings_from_env(env_file))
+        settings.update({k: v for k, v in overrides.items() if v is not None})
+        missing = [name for name in ("username", "secret_key", "app_id") if not settings.get(name)]
+        if missing:
+            names = ", ".join(f"SIGMA_{m.upper()}" for m in missing)
+            raise ValueError(f"missing credentials: set {names} (environment or .env file) or pass them")
+        return cls(**settings)
+
+    def __repr__(self) -> str:
+        creds = self.credentials
+        return f"SigmaClient(base_url={self.base_url!r}, username={creds.username!r}, app_id={creds.app_id!r})"
+
+    async def __aenter__(self) -> SigmaClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool. Safe to call twice."""
+        await self._transport.aclose()
+
+    @property
+    def closed(self) -> bool:
+        return self._transport.closed
+
+    @property
+    def paused_for(self) -> float:
+        """Seconds left of a server-requested pause (``Retry-After``) that holds back every call."""
+        return self._gate.remaining()
+
+    async def send(self, request: Request) -> Response:
+        """Send a prepared request with retries; raise the typed error for any non-2xx answer."""
+        return await self._runner.run(self._send_once, request)
+
+    async def _send_once(self, request: Request) -> Response:
+        response = await self._transport.send(request)
+        if 200 <= response.status < 300:
+            return response
+        raise proto.error_for(response, request)
+
+    async def _call(self, request: Request, decoder: msgspec.json.Decoder[M]) -> M:
+        return proto.decode(await self.send(request), decoder)
+
+    # The watchers sit a layer above the client (they poll through it); imported on first use.
+    def watch_session(
+        self, session_id: str, *, interval: float = 2.0, since: str | None = None, max_silence: float | None = None,
+        **kw: Any,
+    ) -> AsyncIterator[Transition]:
+        """Yield the transitions of one session until it ends. See ``sigma_async.watch.watch_session``."""
+        from .watch import watch_session
+
+        return watch_session(self, session_id, interval=interval, since=since, max_silence=max_silence, **kw)
+
+    def watch_channel(self, channel_id: str, *, interval: float = 2.0, **kw: Any) -> AsyncIterator[Transition]:
+        """Yield transitions of every session of a channel, following ``current_session_id``."""
+        from .watch import watch_channel
+
+        return watch_channel(self, channel_id, interval=interval, **kw)
+
+    def monitor(
+        self, *, session_ids: Iterable[str] = (), channel_ids: Iterable[str] = (), interval: float = 2.0, **kw: Any
+    ) -> Any:
+        """Watch many sessions and channels at once, as one async iterator. See ``sigma_async.watch.Monitor``."""
+        from .watch import Monitor
+
+        return Monitor(self, session_ids=session_ids, channel_ids=channel_ids, interval=interval, **kw)
+
+    async def wait_for(self, session_id: str, kind: str, *, timeout: float | None = None, **kw: Any) -> Transition:
+        """The first transition of ``kind`` for a session; ``WatchError`` if the session ends first."""
+        from .watch import wait_for
+
+        return await wait_for(self, session_id, kind, timeout=timeout, **kw)
+
+
+class _Resource:
+    __slots__ = ("_client",)
+
+    def __init__(self, client: SigmaClient) -> None:
+        self._client = client
+
+
+class Channels(_Resource):
+    """Create, read, start, stop and delete channels, one at a time or in bulk."""
+
+    __slots__ = ()
+
+    async def create(self, spec: ChannelCreate) -> Channel:
+        """Create a channel. Not retried after an ambiguous failure, so it never makes a duplicate."""
+        return await self._client._call(proto.build_create_channel(spec), proto.CHANNEL_DECODER)
+
+    async def get(self, channel_id: str) -> Channel:
+        return await self._client._call(proto.build_get_channel(channel_id), proto.CHANNEL_DECODER)
+
+    async def start(self, channel_id: str) -> None:
+        """Start a live session; ``get(channel_id).current_session_id`` then names it."""
+        await self._client.send(proto.build_start_channel(channel_id))
+
+    async def stop(self, channel_id: str) -> None:
+        """Stop the channel's live session."""
+        await self._client.send(proto.build_stop_channel(channel_id))
+
+    async def delete(self, channel_id: str) -> None:
+        await self._client.send(proto.build_delete_channel(channel_id))
+
+    async def create_many(
+        self,
+        specs: Iterable[ChannelCreate],
+        *,
+        concurrency: int = 16,
+        on_progress: ProgressCallback | None = None,
+        rate_limit: float | None = None,
+    ) -> list[BulkResult[Channel]]:
+        """Create many channels with at most ``concurrency`` in flight. Each slot, in input order, is the
+        ``Channel`` or the ``SigmaError`` that item raised. Specs are all checked before anything is sent."""
+        specs = list(specs)
+        requests = [proto.build_create_channel(spec) for spec in specs]
+        call = self._client._call
+        return await self._many(
+            [partial(call, r, proto.CHANNEL_DECODER) for r in requests], concurrency, on_progress, rate_limit
+        )
+
+    async def start_many(self, channel_ids: Iterable[str], **kw: Any) -> list[BulkResult[None]]:
+        """Start many channels; see ``create_many`` for the options and result shape."""
+        return await self._ids_many(proto.build_start_channel, channel_ids, **kw)
+
+    async def stop_many(self, channel_ids: Iterable[str], **kw: Any) -> list[BulkResult[None]]:
+        return await self._ids_many(proto.build_stop_channel, channel_ids, **kw)
+
+    async def delete_many(self, channel_ids: Iterable[str], **kw: Any) -> list[BulkResult[None]]:
+        return await self._ids_many(proto.build_delete_channel, channel_ids, **kw)
+
+    async def _ids_many(
+        self,
+        build: Callable[[str], Request],
+        channel_ids: Iterable[str],
+        *,
+        concurrency: int = 16,
+        on_progress: ProgressCallback | None = None,
+        rate_limit: float | None = None,
+    ) -> list[BulkResult[None]]:
+        requests = [build(cid) for cid in channel_ids]
+        return await self._many(
+            [partial(self._send_none, r) for r in requests], concurrency, on_progress, rate_limit
+        )
+
+    async def _send_none(self, request: Request) -> None:
+        await self._client.send(request)
+
+    async def _many(
+        self,
+        factories: Sequence[Callable[[], Awaitable[Item]]],
+        concurrency: int,
+        on_progress: ProgressCallback | None,
+        rate_limit: float | None,
+    ) -> list[BulkResult[Item]]:
+        return await run_bounded(
+            factories, concurrency=concurrency, on_progress=on_progress, rate_limit=rate_limit
+        )
+
+
+class Sessions(_Resource):
+    """Sessions of a channel, and the live status of one session."""
+
+    __slots__ = ()
+
+    async def list(
+        self, channel_id: str, *, page: int = 1, per_page: int = 100, sort: str = proto.DEFAULT_SORT
+    ) -> Page[Session]:
+        request = proto.build_list_sessions(channel_id, page, per_page, sort)
+        return await self._client._call(request, proto.SESSION_PAGE_DECODER)
+
+    def iter(self, channel_id: str, *, per_page: int = ITER_PAGE_SIZE) -> AsyncIterator[Session]:
+        """Every session of a channel, newest first, reading pages lazily."""
+        proto.build_list_sessions(channel_id, 1, per_page)  # validate now, not at the first ``anext``
+        return _iterate(lambda p: self.list(channel_id, page=p, per_page=per_page), per_page, lambda s: s.id)
+
+    async def status(self, session_id: str) -> SessionStatus:
+        return await self._client._call(proto.build_session_status(session_id), proto.STATUS_DECODER)
+
+
+class Events(_Resource):
+    """Events of a session (stable, interrupted, ended, ...)."""
+
+    __slots__ = ()
+
+    async def list(
+        self, session_id: str, *, page: int = 1, per_page: int = 100, sort: str = proto.DEFAULT_SORT
+    ) -> Page[Event]:
+        request = proto.build_list_events(session_id, page, per_page, sort)
+        return await self._client._call(request, proto.EVENT_PAGE_DECODER)
+
+    def iter(self, session_id: str, *, per_page: int = ITER_PAGE_SIZE) -> AsyncIterator[Event]:
+        """Every event of a session, newest first, reading pages lazily."""
+        proto.build_list_events(session_id, 1, per_page)
+        return _iterate(lambda p: self.list(session_id, page=p, per_page=per_page), per_page, lambda e: e.id)
+
+
+async def _iterate(
+    fetch: Callable[[int], Awaitable[Page[Item]]], per_page: int, key: Callable[[Item], str]
+) -> AsyncIterator[Item]:
+    """Walk pages until one is short or empty. Items are deduplicated by id (pages shift while new items
+    arrive), and a page that brings nothing new ends the walk, so a server repeating a page cannot loop us."""
+    seen: set[str] = set()
+    page_number = 1
+    while True:
+        page = await fetch(page_number)
+        fresh = 0
+        for item in page.data:
+            item_id = key(item)
+            if item_id:
+                if item_id in seen:
+                    continue
+                seen.add(item_id)
+            fresh += 1
+            yield item
+        # ``total`` is not trusted to stop: a short or empty page is the only sure last page.
+        if len(page.data) < per_page:
+            return
+        if fresh == 0:
+            logger.warning("page %d repeated items already seen; stopping the listing there", page_number)
+            return
+        page_number += 1
+
+

@@ -1,0 +1,280 @@
+"""Pure protocol: build each API request and turn (status, headers, body) into a model or an error. No I/O."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+from urllib.parse import quote
+
+import msgspec
+
+from .errors import APIStatusError, ResponseDecodeError, status_error_class
+from .models import Channel, ChannelCreate, Event, Page, Session, SessionStatus
+
+__all__ = [
+    "API_PREFIX",
+    "Operation",
+    "Request",
+    "Response",
+    "build_create_channel",
+    "build_delete_channel",
+    "build_get_channel",
+    "build_list_events",
+    "build_list_sessions",
+    "build_session_status",
+    "build_start_channel",
+    "build_stop_channel",
+    "check_id",
+    "decode",
+    "error_for",
+    "parse_retry_after",
+    "redact_text",
+]
+
+M = TypeVar("M")
+
+API_PREFIX: Final = "/api/livestream"
+DEFAULT_SORT: Final = "updatedAt|desc"
+SNIPPET_CHARS: Final = 200
+
+# Ids go into the URL path: only RFC 3986 unreserved characters, so nothing can change the path or the query.
+_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,199}")
+_SORT_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_.]{0,63}\|(?:asc|desc)")
+
+
+class Operation:
+    """Names of operations, which decide what may be retried (see ``RetryPolicy``)."""
+
+    CREATE = "create"
+    GET = "get"
+    START = "start"
+    STOP = "stop"
+    DELETE = "delete"
+    LIST = "list"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One HTTP request, ready to send: ``target`` is the path and already-encoded query."""
+
+    method: str
+    target: str
+    operation: str
+    body: bytes | None = None
+
+    @property
+    def path(self) -> str:
+        """The path without the query: what logs and errors show."""
+        return self.target.partition("?")[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """What the transport got back: the status, the headers the SDK reads, and the (capped) body."""
+
+    status: int
+    body: bytes
+    request_id: str | None = None
+    retry_after: str | None = None
+    location: str | None = None
+
+
+def check_id(value: object, what: str = "id") -> str:
+    """Return ``value`` if it is a plain path segment; raise ``ValueError`` before anything is sent."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, got {type(value).__name__}")
+    if not _ID_RE.fullmatch(value):
+        shown = value if len(value) <= 60 else value[:57] + "..."
+        raise ValueError(
+            f"{what} {shown!r} is not a valid id (letters, digits, '.', '_', '~', '-'; at most 200)"
+        )
+    return value
+
+
+def _check_paging(page: int, per_page: int, sort: str) -> None:
+    for name, value in (("page", page), ("per_page", per_page)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if not _SORT_RE.fullmatch(sort):
+        raise ValueError(f"sort must look like 'updatedAt|desc', got {sort!r}")
+
+
+def _listing(resource: str, q: object, page: int, per_page: int, sort: str) -> str:
+    _check_paging(page, per_page, sort)
+    # The q filter is JSON in the query string, encoded as the API page's curl examples show once decoded.
+    q_json = json.dumps(q, separators=(",", ":"))
+    return (
+        f"{API_PREFIX}/{resource}?q={quote(q_json, safe='')}&sort={quote(sort, safe='')}"
+        f"&page={page}&perPage={per_page}"
+    )
+
+
+_CREATE_ENCODER: Final = msgspec.json.Encoder()
+
+
+def build_create_channel(spec: ChannelCreate) -> Request:
+    if not isinstance(spec, ChannelCreate):
+        raise TypeError(f"create() takes a ChannelCreate, got {type(spec).__name__}")
+    body = _CREATE_ENCODER.encode(spec.to_body())
+    return Request("POST", f"{API_PREFIX}/channels", Operation.CREATE, body)
+
+
+def build_get_channel(channel_id: str) -> Request:
+    return Request("GET", f"{API_PREFIX}/channels/{check_id(channel_id, 'channel id')}", Operation.GET)
+
+
+def build_start_channel(channel_id: str) -> Request:
+    cid = check_id(channel_id, "channel id")
+    return Request("PATCH", f"{API_PREFIX}/channels/{cid}/start", Operation.START)
+
+
+def build_stop_channel(channel_id: str) -> Request:
+    cid = check_id(channel_id, "channel id")
+    return Request("DELETE", f"{API_PREFIX}/channels/{cid}/stop", Operation.STOP)
+
+
+def build_delete_channel(channel_id: str) -> Request:
+    # The API page's section 6 shows the sessions curl by mistake; delete is DELETE on the channel itself.
+    return Request("DELETE", f"{API_PREFIX}/channels/{check_id(channel_id, 'channel id')}", Operation.DELETE)
+
+
+def build_list_sessions(channel_id: str, page: int = 1, per_page: int = 100, sort: str = DEFAULT_SORT) -> Request:
+    q = {"channelId": check_id(channel_id, "channel id")}
+    return Request("GET", _listing("sessions", q, page, per_page, sort), Operation.LIST)
+
+
+def build_session_status(session_id: str) -> Request:
+    sid = check_id(session_id, "session id")
+    return Request("GET", f"{API_PREFIX}/sessions/{sid}/status", Operation.GET)
+
+
+def build_list_events(session_id: str, page: int = 1, per_page: int = 100, sort: str = DEFAULT_SORT) -> Request:
+    q = {"$and": [{"sessionId": check_id(session_id, "session id")}]}
+    return Request("GET", _listing("events", q, page, per_page, sort), Operation.LIST)
+
+
+CHANNEL_DECODER: Final = msgspec.json.Decoder(Channel)
+SESSION_PAGE_DECODER: Final = msgspec.json.Decoder(Page[Session])
+EVENT_PAGE_DECODER: Final = msgspec.json.Decoder(Page[Event])
+STATUS_DECODER: Final = msgspec.json.Decoder(SessionStatus)
+
+
+def decode(response: Response, decoder: msgspec.json.Decoder[M]) -> M:
+    """Decode a 2xx body, or raise ``ResponseDecodeError`` naming the status and a redacted snippet."""
+    try:
+        return decoder.decode(response.body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        snippet = _snippet(response.body)
+        raise ResponseDecodeError(
+            f"HTTP {response.status}: response is not the expected JSON ({exc}); body starts {snippet!r}",
+            status_code=response.status,
+            snippet=snippet,
+        ) from None
+
+
+_ERROR_DECODER: Final = msgspec.json.Decoder(Any)
+
+
+def error_for(response: Response, request: Request) -> APIStatusError:
+    """The typed error for a non-2xx answer, with the server's message and request id."""
+    body: Any
+    try:
+        body = _ERROR_DECODER.decode(response.body) if response.body else None
+    except msgspec.DecodeError:
+        body = _snippet(response.body)
+    message = _message_of(body) or _default_message(response)
+    kw: dict[str, Any] = {
+        "status_code": response.status,
+        "body": _redact_body(body),
+        "request_id": response.request_id,
+        "method": request.method,
+        "path": request.path,
+    }
+    return status_error_class(response.status)(
+        message, retry_after=parse_retry_after(response.retry_after), **kw
+    )
+
+
+def _default_message(response: Response) -> str:
+    if 300 <= response.status < 400:
+        return f"unexpected redirect to {response.location or 'an unnamed location'} (not followed)"
+    return "no message from the server"
+
+
+def _message_of(body: Any) -> str | None:
+    if isinstance(body, str):
+        return redact_text(body) or None
+    if not isinstance(body, Mapping):
+        return None
+    for key in ("message", "error", "detail", "msg"):
+        value = body.get(key)
+        if isinstance(value, list) and value:
+            # Validation errors often come as a list of messages.
+            value = "; ".join(str(v) for v in value[:5])
+        if isinstance(value, str) and value:
+            return redact_text(value)[:SNIPPET_CHARS * 2]
+    return None
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date; None if absent or bad."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        from email.utils import parsedate_to_datetime  # only for the rare HTTP-date form
+
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        import time
+
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):  # NaN / inf
+        return None
+    return max(0.0, seconds)
+
+
+# Keys whose values are secrets when a body is echoed into an error (a channel body carries the S3 secret key).
+_SECRET_VALUE_RE: Final = re.compile(
+    r'("?(?:secretKey|secret_key|secret|password|streamToken|stream_token|token|authorization)"?\s*[:=]\s*)'
+    r'("(?:[^"\\]|\\.)*"?|[^\s,}&]+)',
+    re.IGNORECASE,
+)
+_BASIC_RE: Final = re.compile(r"(Basic\s+)[A-Za-z0-9+/=]{4,}", re.IGNORECASE)
+
+
+def redact_text(text: str) -> str:
+    """Hide values of secret-looking keys and Basic tokens in text that may reach a message or log."""
+    text = _BASIC_RE.sub(r"\1***", text)
+    return _SECRET_VALUE_RE.sub(lambda m: m.group(1) + '"***"', text)
+
+
+def _snippet(body: bytes) -> str:
+    text = body[: SNIPPET_CHARS * 4].decode("utf-8", "replace")
+    text = redact_text(text)
+    return text[:SNIPPET_CHARS] + ("..." if len(text) > SNIPPET_CHARS else "")
+
+
+_SECRET_KEYS: Final = frozenset(
+    {"secretkey", "secret_key", "secret", "password", "streamtoken", "stream_token", "token", "authorization"}
+)
+
+
+def _redact_body(body: Any) -> Any:
+    if isinstance(body, Mapping):
+        return {
+            k: ("***" if isinstance(k, str) and k.lower() in _SECRET_KEYS else _redact_body(v))
+            for k, v in body.items()
+        }
+    if isinstance(body, list):
+        return [_redact_body(v) for v in body]
+    if isinstance(body, str):
+        return redact_text(body)
+    return body

@@ -1,0 +1,142 @@
+"""The HTTP transport: one pooled aiohttp session, timeouts, a cap on what is read, errors mapped. The only
+module that imports aiohttp."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Final
+
+import aiohttp
+from yarl import URL
+
+from ._protocol import Request, Response
+from .errors import APIConnectionError, APITimeoutError, ResponseDecodeError
+
+__all__ = ["DEFAULT_MAX_BODY", "Transport"]
+
+logger = logging.getLogger("sigma_async")
+
+#: Largest body read (bytes). A listing of 1,000 sessions is well under 2 MiB; past this something is wrong.
+DEFAULT_MAX_BODY: Final = 32 * 1024 * 1024
+_JSON_HEADERS: Final = {"Content-Type": "application/json"}
+
+
+class Transport:
+    """Sends a ``Request`` and returns a ``Response`` with its body read, or raises ``APIConnectionError``.
+
+    The aiohttp session is made on first use, inside the running loop, and closed by ``aclose()``.
+    Redirects are never followed: the Basic credentials must not travel to another host.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        headers: Mapping[str, str],
+        *,
+        timeout: float,
+        max_connections: int,
+        max_body: int = DEFAULT_MAX_BODY,
+    ) -> None:
+        if timeout <= 0:
+            raise ValueError("timeout must be > 0 seconds")
+        if max_connections < 1:
+            raise ValueError("max_connections must be >= 1")
+        self._base = base_url
+        self._headers = dict(headers)
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._max_connections = max_connections
+        self._max_body = max_body
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("this SigmaClient is closed; make a new one")
+        connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300)
+        self._session = aiohttp.ClientSession(
+            headers=self._headers,
+            timeout=self._timeout,
+            connector=connector,
+            # Env proxies would silently route credentials elsewhere; a user who wants one passes it explicitly.
+            trust_env=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        return self._session
+
+    async def send(self, request: Request) -> Response:
+        session = self._session or self._open()
+        url = URL(self._base + request.target, encoded=True)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s %s", request.method, request.path)
+        try:
+            async with session.request(
+                request.method,
+                url,
+                data=request.body,
+                headers=_JSON_HEADERS if request.body is not None else None,
+                allow_redirects=False,
+            ) as resp:
+                body = await self._read(resp)
+                headers = resp.headers
+                return Response(
+                    status=resp.status,
+                    body=body,
+                    request_id=headers.get("X-Request-Id"),
+                    retry_after=headers.get("Retry-After"),
+                    location=_host_only(headers.get("Location")),
+                )
+        except asyncio.TimeoutError:
+            raise APITimeoutError(
+                f"{request.method} {request.path}: no complete answer within {self._timeout.total}s",
+                method=request.method, path=request.path,
+            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            # The TCP/TLS connection never opened: the server cannot have seen the request.
+            raise APIConnectionError(
+                f"{request.method} {request.path}: cannot connect to {exc.host}:{exc.port} ({exc.os_error})",
+                method=request.method, path=request.path, sent=False,
+            ) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise APIConnectionError(
+                f"{request.method} {request.path}: connection failed ({type(exc).__name__}: {exc})",
+                method=request.method, path=request.path,
+            ) from None
+
+    async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
+        length = resp.content_length
+        if length is not None and length <= self._max_body:
+            return await resp.read()
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > self._max_body:
+                raise ResponseDecodeError(
+                    f"HTTP {resp.status}: response larger than {self._max_body} bytes; not read further",
+                    status_code=resp.status,
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+
+def _host_only(location: str | None) -> str | None:
+    # A redirect target is named in errors by scheme and host only: its query could carry a token.
+    if not location:
+        return None
+    try:
+        u = URL(location)
+    except ValueError:
+        return "an unparseable location"
+    return f"{u.scheme}://{u.host}" if u.host else "a relative location"

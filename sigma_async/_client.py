@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -129,13 +129,13 @@ class SigmaClient:
     def watch_session(
         self, session_id: str, *, interval: float = 2.0, since: str | None = None, max_silence: float | None = None,
         **kw: Any,
-    ) -> AsyncIterator[Transition]:
+    ) -> AsyncGenerator[Transition, None]:
         """Yield the transitions of one session until it ends. See ``sigma_async.watch.watch_session``."""
         from .watch import watch_session
 
         return watch_session(self, session_id, interval=interval, since=since, max_silence=max_silence, **kw)
 
-    def watch_channel(self, channel_id: str, *, interval: float = 2.0, **kw: Any) -> AsyncIterator[Transition]:
+    def watch_channel(self, channel_id: str, *, interval: float = 2.0, **kw: Any) -> AsyncGenerator[Transition, None]:
         """Yield transitions of every session of a channel, following ``current_session_id``."""
         from .watch import watch_channel
 

@@ -56,7 +56,7 @@ class RetryPolicy:
         failing together do not retry together."""
         if retry_after is not None:
             return min(retry_after, self.max_retry_after)
-        base = min(self.max_delay, self.initial_delay * (2 ** (retry_number - 1)))
+        base = min(self.max_delay, self.initial_delay * 2.0 ** (retry_number - 1))
         spread = rng.random() if rng is not None else random.random()
         return base / 2 + spread * base / 2
 

@@ -1,0 +1,239 @@
+"""``Monitor``: many session and channel watches fanned into one async iterator, on one client."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ._protocol import check_id
+from .errors import SigmaError
+from .transitions import Transition
+
+if TYPE_CHECKING:
+    from ._client import SigmaClient
+
+__all__ = ["Monitor"]
+
+ErrorCallback = Callable[[str, SigmaError], object]
+
+
+class Monitor:
+    """Watches many sessions and channels at once and yields every transition of all of them.
+
+    >>> async with client.monitor(session_ids=ids, channel_ids=[ch.id]) as monitor:
+    ...     async for t in monitor:
+    ...         print(t.session_id, t.kind)
+    ...         if t.kind == "interrupted":
+    ...             monitor.add_session(other_id)
+
+    All watches share the client's connection pool and its ``Retry-After`` pause. Sessions and channels can
+    be added and removed while it runs. The iteration ends when nothing is left to watch (every session
+    ended, no channel watched) unless ``stay_open=True``. A watch that fails for good (401/403/404,
+    ``max_silence``) ends the monitor with that error, unless ``on_error(id, error)`` is given: then only that
+    watch stops. Leaving ``async with`` (or ``aclose()``) stops every watch and leaves no task behind; so does
+    dropping a monitor that a plain ``async for`` broke out of.
+    """
+
+    def __init__(
+        self,
+        client: SigmaClient,
+        *,
+        session_ids: Iterable[str] = (),
+        channel_ids: Iterable[str] = (),
+        interval: float = 2.0,
+        stay_open: bool = False,
+        on_error: ErrorCallback | None = None,
+        max_buffer: int = 1024,
+        stagger: bool = True,
+        **watch_kw: Any,
+    ) -> None:
+        if not interval > 0:
+            raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
+        # The running tasks hold only the core, so the monitor itself can be dropped (and then stop them).
+        self._core = _Core(client, interval, stay_open, on_error, max_buffer, stagger, watch_kw)
+        for sid in session_ids:
+            self.add_session(sid)
+        for cid in channel_ids:
+            self.add_channel(cid)
+
+    @property
+    def watching(self) -> frozenset[tuple[str, str]]:
+        """What is watched now, as ``("session", id)`` and ``("channel", id)`` pairs."""
+        return frozenset(self._core.scopes) | frozenset(self._core.queued)
+
+    def add_session(self, session_id: str, *, since: str | None = None) -> None:
+        """Watch one more session (no-op if it is already watched)."""
+        self._core.add(("session", check_id(session_id, "session id")), since)
+
+    def add_channel(self, channel_id: str) -> None:
+        """Watch one more channel, following it across its sessions."""
+        self._core.add(("channel", check_id(channel_id, "channel id")), None)
+
+    def remove_session(self, session_id: str) -> None:
+        self._core.remove(("session", session_id))
+
+    def remove_channel(self, channel_id: str) -> None:
+        self._core.remove(("channel", channel_id))
+
+    async def __aenter__(self) -> Monitor:
+        self._core.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> Monitor:
+        return self
+
+    async def __anext__(self) -> Transition:
+        core = self._core
+        if core.runner is None:
+            core.start()
+        try:
+            return await core.receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            pass
+        await core.join()
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        """Stop every watch and wait until they are gone. Safe to call twice."""
+        await self._core.close()
+
+    def __del__(self) -> None:
+        core = getattr(self, "_core", None)
+        if core is not None:
+            core.abandon()
+
+
+class _Core:
+    """The running part of a monitor: a task group of watches feeding one memory stream."""
+
+    def __init__(
+        self,
+        client: SigmaClient,
+        interval: float,
+        stay_open: bool,
+        on_error: ErrorCallback | None,
+        max_buffer: int,
+        stagger: bool,
+        watch_kw: dict[str, Any],
+    ) -> None:
+        self.client = client
+        self.interval = interval
+        self.stay_open = stay_open
+        self.on_error = on_error
+        self.stagger = stagger
+        self.watch_kw = watch_kw
+        self.send, self.receive = anyio.create_memory_object_stream[Transition](max_buffer)
+        self.scopes: dict[tuple[str, str], anyio.CancelScope] = {}
+        self.queued: dict[tuple[str, str], str | None] = {}
+        self.tg: TaskGroup | None = None
+        self.runner: asyncio.Task[None] | None = None
+        self.finished = False
+
+    def add(self, key: tuple[str, str], since: str | None) -> None:
+        if self.finished:
+            raise RuntimeError("this monitor has finished; start a new one")
+        if key in self.scopes or key in self.queued:
+            return
+        if self.tg is None:
+            self.queued[key] = since
+        else:
+            self.spawn(self.tg, key, since)
+
+    def remove(self, key: tuple[str, str]) -> None:
+        self.queued.pop(key, None)
+        scope = self.scopes.pop(key, None)
+        if scope is not None:
+            scope.cancel()
+
+    def start(self) -> None:
+        if self.runner is None:
+            self.runner = asyncio.get_running_loop().create_task(self.run(), name="sigma-async monitor")
+
+    async def run(self) -> None:
+        async with self.send, anyio.create_task_group() as tg:
+            self.tg = tg
+            queued, self.queued = self.queued, {}
+            for key, since in queued.items():
+                self.spawn(tg, key, since)
+            if self.stay_open:
+                tg.start_soon(anyio.sleep_forever, name="sigma-async monitor (stay open)")
+        self.tg = None
+
+    def spawn(self, tg: TaskGroup, key: tuple[str, str], since: str | None) -> None:
+        scope = anyio.CancelScope()
+        self.scopes[key] = scope
+        # Spread the first polls over one interval so that thousands of watches do not poll in step.
+        delay = random.uniform(0, self.interval) if self.stagger else 0.0
+        tg.start_soon(self.watch, key, since, scope, delay, name=f"sigma-async watch {key[0]} {key[1]}")
+
+    async def watch(self, key: tuple[str, str], since: str | None, scope: anyio.CancelScope, delay: float) -> None:
+        from .watch import watch_channel, watch_session
+
+        kind, ident = key
+        with scope:
+            try:
+                if kind == "session":
+                    stream = watch_session(
+                        self.client, ident, interval=self.interval, since=since, first_delay=delay, **self.watch_kw
+                    )
+                else:
+                    kw = {k: v for k, v in self.watch_kw.items() if k != "since"}
+                    stream = watch_channel(self.client, ident, interval=self.interval, first_delay=delay, **kw)
+                # aclosing: a cancelled send must not leave the generator to be finalised by another task.
+                async with contextlib.aclosing(stream) as transitions:
+                    async for transition in transitions:
+                        await self.send.send(transition)
+            except SigmaError as exc:
+                if self.on_error is None:
+                    raise
+                self.on_error(ident, exc)
+            finally:
+                if self.scopes.get(key) is scope:
+                    del self.scopes[key]
+
+    async def join(self) -> None:
+        self.finished = True
+        runner = self.runner
+        if runner is None:
+            return
+        await asyncio.wait([runner])
+        self.receive.close()
+        if runner.cancelled():
+            return
+        exc = runner.exception()
+        if exc is not None:
+            raise _single(exc)
+
+    async def close(self) -> None:
+        self.finished = True
+        runner = self.runner
+        if runner is not None and not runner.done():
+            runner.cancel()
+            await asyncio.wait([runner])
+        self.receive.close()
+
+    def abandon(self) -> None:
+        self.finished = True
+        if self.runner is not None and not self.runner.done():
+            self.runner.cancel()
+        self.receive.close()
+
+
+def _single(exc: BaseException) -> BaseException:
+    # The task group wraps a watch's error in an exception group; a lone error is more useful unwrapped.
+    # (Duck-typed: ``BaseExceptionGroup`` is a builtin only from Python 3.11.)
+    while isinstance(inner := getattr(exc, "exceptions", None), tuple) and len(inner) == 1:
+        exc = inner[0]
+    return exc

@@ -1,0 +1,297 @@
+"""watch_session, watch_channel, wait_for and monitor against the emulator over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+import warnings
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+
+from sigma_async import (
+    AuthenticationError,
+    Ended,
+    Interrupted,
+    Live,
+    NotFoundError,
+    RetryPolicy,
+    SigmaClient,
+    Transition,
+    Unknown,
+    WatchError,
+)
+from sigma_async.testing import Emulator, Fault
+
+FAST = 0.02  # poll interval in these tests: the emulator answers in well under a millisecond
+QUICK_RETRY = RetryPolicy(max_retries=3, initial_delay=0.001, max_delay=0.005)
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[Emulator]:
+    async with Emulator(manual_clock=True, seed=1) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+async def client(emu: Emulator) -> AsyncIterator[SigmaClient]:
+    async with emu.client(retry=QUICK_RETRY) as c:
+        yield c
+
+
+async def new_session(emu: Emulator, name: str = "ch") -> tuple[str, str]:
+    channel = emu.create_channel(name)
+    session = emu.start_channel(channel.id)
+    return channel.id, session.id
+
+
+def shape(transitions: list[Transition]) -> list[tuple[str, str, str | None]]:
+    return [(t.kind, t.source, t.event.id if t.event else None) for t in transitions]
+
+
+class Collector:
+    """Runs a watch in a task and keeps what it yields, so a test can drive the server between transitions."""
+
+    def __init__(self, stream: AsyncIterator[Transition]) -> None:
+        self.items: list[Transition] = []
+        self.task = asyncio.create_task(self._run(stream))
+
+    async def _run(self, stream: AsyncIterator[Transition]) -> None:
+        async for t in stream:
+            self.items.append(t)
+
+    async def reach(self, emu: Emulator, count: int) -> None:
+        await emu.wait_for(lambda: len(self.items) >= count or self.task.done(), timeout=10)
+        assert len(self.items) >= count, self.items
+
+    async def finish(self) -> list[Transition]:
+        with anyio.fail_after(10):
+            await self.task
+        return self.items
+
+
+async def scripted_run(emu: Emulator, client: SigmaClient) -> list[Transition]:
+    """live -> stable -> interrupted -> (an action the SDK does not know) -> restored -> ended, step by step."""
+    _, sid = await new_session(emu)
+    watch = Collector(client.watch_session(sid, interval=FAST))
+    await watch.reach(emu, 1)  # initializing
+    emu.set_status(sid, "live")
+    await watch.reach(emu, 2)
+    emu.add_event(sid, "stable")
+    await watch.reach(emu, 3)
+    emu.set_status(sid, "interrupted")
+    emu.add_event(sid, "signal_interrupted")
+    await watch.reach(emu, 4)
+    emu.add_event(sid, "transcoder_rebalanced")
+    await watch.reach(emu, 5)
+    emu.set_status(sid, "live")
+    emu.add_event(sid, "signal_restored")
+    await watch.reach(emu, 6)
+    emu.add_event(sid, "ended", message="Kênh đã kết thúc")
+    emu.set_status(sid, "ended")
+    return await watch.finish()
+
+
+async def test_scripted_session_yields_each_kind_in_order(emu: Emulator, client: SigmaClient) -> None:
+    got = await scripted_run(emu, client)
+    assert [t.kind for t in got] == ["initializing", "live", "stable", "interrupted", "unknown", "restored", "ended"]
+    assert isinstance(got[1], Live) and got[1].source == "status" and got[1].event is None
+    unknown = got[4]
+    assert isinstance(unknown, Unknown) and unknown.raw == "transcoder_rebalanced"
+    ended = got[-1]
+    assert isinstance(ended, Ended) and ended.event is not None and ended.event.message == "Kênh đã kết thúc"
+    assert [t.previous for t in got[1:]] == [t.kind for t in got[:-1]]
+    assert all(t.cursor for t in got) and len({t.cursor for t in got}) == len(got)
+
+
+async def test_a_burst_larger_than_a_page_is_yielded_whole_and_in_order(emu: Emulator, client: SigmaClient) -> None:
+    _, sid = await new_session(emu)
+    watch = Collector(client.watch_session(sid, interval=FAST))
+    await watch.reach(emu, 1)
+    burst = [emu.add_event(sid, "stable" if i % 2 else "signal_restored") for i in range(150)]
+    emu.add_event(sid, "ended")
+    emu.set_status(sid, "ended")
+    got = await watch.finish()
+    assert [t.event.id for t in got[1:-1] if t.event] == [e.id for e in burst]
+    assert isinstance(got[-1], Ended)
+    # Read newest first in small pages, stopping at what was seen: more than one page, but not the history again.
+    assert emu.journal.count("GET /events") < 40
+
+
+async def test_faults_do_not_change_what_is_yielded(emu: Emulator, client: SigmaClient) -> None:
+    clean = shape(await scripted_run(emu, client))
+    for route in ("GET /sessions/{id}/status", "GET /events"):
+        emu.faults.add(route, Fault(status=500), probability=0.15, seed=3)
+        emu.faults.add(route, Fault(drop=True), probability=0.15, seed=4)
+    emu.faults.add("GET /events", Fault(status=429, retry_after=0.05), times=1)
+    faulty = await scripted_run(emu, client)
+    failed = [e for e in emu.journal if e.status is None or e.status >= 400]
+    assert len(failed) >= 5  # the faults really fired
+    assert [(k, s) for k, s, _ in shape(faulty)] == [(k, s) for k, s, _ in clean]
+    assert len({e for _, _, e in shape(faulty) if e}) == len([e for _, _, e in shape(faulty) if e])
+
+
+async def test_break_and_resume_from_a_cursor_repeats_and_misses_nothing(emu: Emulator, client: SigmaClient) -> None:
+    _, sid = await new_session(emu)
+    for action in ("start", "stable", "signal_interrupted", "signal_restored", "stable", "stop", "ended"):
+        emu.add_event(sid, action)
+    emu.set_status(sid, "ended")
+    everything = [t async for t in client.watch_session(sid, interval=FAST)]
+    first: list[Transition] = []
+    async for t in client.watch_session(sid, interval=FAST):
+        first.append(t)
+        if len(first) == 2:
+            break
+    rest = [t async for t in client.watch_session(sid, interval=FAST, since=first[-1].cursor)]
+    assert shape(first + rest) == shape(everything)
+    assert len(everything) == 8 and isinstance(rest[-1], Ended)
+
+
+async def test_cancelling_a_watch_is_prompt_and_leaves_nothing_behind(emu: Emulator) -> None:
+    _, sid = await new_session(emu)
+    emu.faults.add("GET /sessions/{id}/status", Fault(latency=30), times=1)  # a request hangs in flight
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        client = emu.client()
+        watch = Collector(client.watch_session(sid, interval=FAST))
+        await emu.wait_for(lambda: emu.journal.in_flight >= 1)
+        started = time.monotonic()
+        watch.task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await watch.task
+        assert time.monotonic() - started < 1.0
+        await client.aclose()
+        del watch, client
+        gc.collect()
+    assert not [w for w in caught if "nclosed" in str(w.message)]
+    assert [t for t in asyncio.all_tasks() if "sigma-async" in t.get_name()] == []
+
+
+async def test_fatal_errors_raise_at_once(emu: Emulator, client: SigmaClient) -> None:
+    with pytest.raises(NotFoundError):
+        async for _ in client.watch_session("no-such-session", interval=FAST):
+            pass
+    _, sid = await new_session(emu)
+    async with SigmaClient(
+        username=emu.username, secret_key="wrong", app_id=emu.app_id, base_url=emu.url
+    ) as bad:
+        with pytest.raises(AuthenticationError):
+            async for _ in bad.watch_session(sid, interval=FAST):
+                pass
+    assert emu.journal.count("GET /sessions/{id}/status") == 2  # one request each: no retries
+
+
+async def test_max_silence_raises_watch_error_when_the_server_stays_down(emu: Emulator, client: SigmaClient) -> None:
+    _, sid = await new_session(emu)
+    emu.faults.add("*", Fault(status=503), probability=1.0)
+    started = time.monotonic()
+    with pytest.raises(WatchError, match="no good answer"):
+        async for _ in client.watch_session(sid, interval=FAST, max_silence=0.3):
+            pass
+    assert 0.3 <= time.monotonic() - started < 2.0
+
+
+async def test_bad_arguments_fail_at_the_call(client: SigmaClient) -> None:
+    with pytest.raises(ValueError, match="not a valid id"):
+        client.watch_session("../x")
+    with pytest.raises(ValueError, match="interval"):
+        client.watch_session("s", interval=0)
+    with pytest.raises(ValueError, match="not a watch cursor"):
+        client.watch_session("s", since="garbage!")
+
+
+async def test_watch_channel_follows_the_channel_across_sessions(emu: Emulator, client: SigmaClient) -> None:
+    channel = emu.create_channel("follow")
+    watch = Collector(client.watch_channel(channel.id, interval=FAST))
+    first = emu.start_channel(channel.id)
+    await watch.reach(emu, 1)
+    emu.stop_channel(channel.id)
+    await emu.wait_for(lambda: any(isinstance(t, Ended) for t in watch.items), timeout=10)
+    second = emu.start_channel(channel.id)
+    await emu.wait_for(lambda: any(t.session_id == second.id for t in watch.items), timeout=10)
+    watch.task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await watch.task
+    sessions = [t.session_id for t in watch.items]
+    assert sessions[0] == first.id and sessions[-1] == second.id
+    assert all(t.channel_id == channel.id for t in watch.items)
+    assert sessions.index(second.id) > max(i for i, t in enumerate(watch.items) if isinstance(t, Ended))
+
+
+async def test_wait_for_returns_the_first_transition_of_a_kind(emu: Emulator, client: SigmaClient) -> None:
+    channel_id, sid = await new_session(emu)
+    waiter = asyncio.create_task(client.wait_for(sid, "interrupted", timeout=10, interval=FAST))
+    emu.connect_publisher(channel_id)
+    emu.interrupt_signal(channel_id)
+    got = await waiter
+    assert isinstance(got, Interrupted) and got.session_id == sid
+    emu.stop_channel(channel_id)
+    with pytest.raises(WatchError, match="ended before"):
+        await client.wait_for(sid, "restored", timeout=10, interval=FAST)
+    with pytest.raises(ValueError, match="unknown transition kind"):
+        await client.wait_for(sid, "exploded")
+
+
+async def test_monitor_200_sessions_delivers_every_transition_once(emu: Emulator) -> None:
+    expected: dict[str, list[str]] = {}
+    for i in range(200):
+        _, sid = await new_session(emu, f"m{i}")
+        actions = ["start", "stable"] + (["signal_interrupted", "signal_restored"] if i % 3 == 0 else [])
+        events = [emu.add_event(sid, a) for a in [*actions, "ended"]]
+        emu.set_status(sid, "ended")
+        expected[sid] = [emu.sessions[sid].events[0].id] + [e.id for e in events]
+    got: dict[str, list[str]] = {sid: [] for sid in expected}
+    async with (
+        emu.client(retry=QUICK_RETRY, max_connections=20) as client,
+        client.monitor(session_ids=list(expected), interval=0.2) as monitor,
+    ):
+        async for t in monitor:
+            assert t.event is not None
+            got[t.session_id].append(t.event.id)
+    assert got == expected
+
+
+async def test_monitor_add_and_remove_while_running(emu: Emulator, client: SigmaClient) -> None:
+    _, first = await new_session(emu, "a")
+    _, second = await new_session(emu, "b")
+    _, dropped = await new_session(emu, "c")
+    seen: list[tuple[str, str]] = []
+    async with client.monitor(session_ids=[first, dropped], interval=FAST) as monitor:
+        async for t in monitor:
+            seen.append((t.session_id, t.kind))
+            if len(seen) == 2:
+                monitor.remove_session(dropped)
+                monitor.add_session(second)
+                emu.add_event(dropped, "stable")  # no longer watched: never yielded
+                for sid in (first, second):
+                    emu.add_event(sid, "ended")
+                    emu.set_status(sid, "ended")
+    assert (first, "ended") in seen and (second, "ended") in seen
+    assert (dropped, "stable") not in seen and (dropped, "ended") not in seen
+
+
+async def test_monitor_error_policy(emu: Emulator, client: SigmaClient) -> None:
+    _, sid = await new_session(emu)
+    errors: list[tuple[str, Exception]] = []
+    emu.add_event(sid, "ended")
+    emu.set_status(sid, "ended")
+    monitor: Any = client.monitor(
+        session_ids=[sid, "missing"], interval=FAST, on_error=lambda i, e: errors.append((i, e))
+    )
+    kinds = [t.kind async for t in monitor]
+    assert kinds[-1] == "ended" and errors and errors[0][0] == "missing"
+    assert isinstance(errors[0][1], NotFoundError)
+    with pytest.raises(NotFoundError):
+        async for _ in client.monitor(session_ids=["missing"], interval=FAST):
+            pass
+
+
+async def test_breaking_out_of_a_plain_monitor_loop_stops_its_watches(emu: Emulator, client: SigmaClient) -> None:
+    sids = [(await new_session(emu, f"b{i}"))[1] for i in range(3)]
+    async for _ in client.monitor(session_ids=sids, interval=FAST):
+        break
+    gc.collect()
+    await emu.wait_for(lambda: not [t for t in asyncio.all_tasks() if "sigma-async" in t.get_name()], timeout=2)

@@ -7,6 +7,7 @@
 
 from ._client import Channels, Events, Sessions, SigmaClient
 from ._config import Credentials
+from ._monitor import Monitor
 from ._retry import RetryPolicy
 from ._version import __version__
 from .bulk import BulkResult
@@ -93,6 +94,7 @@ __all__ = [
     "Interrupted",
     "Live",
     "Machine",
+    "Monitor",
     "NotFoundError",
     "Page",
     "PermissionDeniedError",

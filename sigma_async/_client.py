@@ -21,6 +21,7 @@ from .bulk import BulkResult, ProgressCallback, run_bounded
 from .models import Channel, ChannelCreate, Event, Page, Session, SessionStatus
 
 if TYPE_CHECKING:
+    from ._monitor import Monitor
     from .transitions import Transition
 
 __all__ = ["Channels", "Events", "SigmaClient", "Sessions"]
@@ -143,8 +144,8 @@ class SigmaClient:
 
     def monitor(
         self, *, session_ids: Iterable[str] = (), channel_ids: Iterable[str] = (), interval: float = 2.0, **kw: Any
-    ) -> Any:
-        """Watch many sessions and channels at once, as one async iterator. See ``sigma_async.watch.Monitor``."""
+    ) -> Monitor:
+        """Watch many sessions and channels at once, as one async iterator. See ``Monitor``."""
         from .watch import Monitor
 
         return Monitor(self, session_ids=session_ids, channel_ids=channel_ids, interval=interval, **kw)

@@ -16,7 +16,7 @@ from . import _protocol as proto
 from ._config import DEFAULT_BASE_URL, USER_AGENT, Credentials, check_base_url, settings_from_env
 from ._protocol import Request, Response
 from ._retry import PauseGate, RetryPolicy, RetryRunner
-from ._transport import Transport
+from ._transport import DEFAULT_MAX_BODY, Transport
 from .bulk import BulkResult, ProgressCallback, run_bounded
 from .models import Channel, ChannelCreate, Event, Page, Session, SessionStatus
 
@@ -41,7 +41,9 @@ class SigmaClient:
     ...     ch = await client.channels.create(ChannelCreate(name="news"))
     ...     await client.channels.start(ch.id)
 
-    One client serves any number of concurrent calls; share it. ``max_connections`` bounds the pool.
+    One client serves any number of concurrent calls; share it. ``max_connections`` bounds the pool,
+    ``timeout`` bounds each attempt (connect to last byte), ``max_response_bytes`` what one answer may hold.
+    Plain ``http://`` is refused for any host but loopback unless ``allow_insecure_http=True``.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class SigmaClient:
         retry: RetryPolicy | None = None,
         max_connections: int = 100,
         allow_insecure_http: bool = False,
+        max_response_bytes: int = DEFAULT_MAX_BODY,
         sleep: Sleep | None = None,
     ) -> None:
         self.credentials = Credentials(username=username, secret_key=secret_key, app_id=app_id)
@@ -67,7 +70,9 @@ class SigmaClient:
             "User-Agent": USER_AGENT,
             "Accept": "application/json",
         }
-        self._transport = Transport(self.base_url, headers, timeout=timeout, max_connections=max_connections)
+        self._transport = Transport(
+            self.base_url, headers, timeout=timeout, max_connections=max_connections, max_body=max_response_bytes
+        )
         # ``sleep`` is injectable so retry and watch tests can run without waiting.
         self._sleep: Sleep = sleep or asyncio.sleep
         self._gate = PauseGate(self._sleep)

@@ -166,7 +166,8 @@ def decode(response: Response, decoder: msgspec.json.Decoder[M]) -> M:
     """Decode a 2xx body, or raise ``ResponseDecodeError`` naming the status and a redacted snippet."""
     try:
         return decoder.decode(response.body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+        # RecursionError: msgspec's answer to hostile nesting depth, which must not escape as a crash.
         snippet = _snippet(response.body)
         raise ResponseDecodeError(
             f"HTTP {response.status}: response is not the expected JSON ({exc}); body starts {snippet!r}",
@@ -183,7 +184,7 @@ def error_for(response: Response, request: Request) -> APIStatusError:
     body: Any
     try:
         body = _ERROR_DECODER.decode(response.body) if response.body else None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         body = _snippet(response.body)
     message = _message_of(body) or _default_message(response)
     kw: dict[str, Any] = {

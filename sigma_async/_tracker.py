@@ -348,7 +348,7 @@ def _decode_cursor(cursor: str, session_id: str) -> _Cursor:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         c = _cursor_decoder.decode(raw)
-    except (binascii.Error, ValueError, msgspec.DecodeError) as exc:
+    except (binascii.Error, ValueError, msgspec.DecodeError, RecursionError) as exc:
         raise ValueError(f"not a watch cursor (pass a Transition.cursor unchanged): {cursor[:40]!r}") from exc
     if c.v != _CURSOR_VERSION:
         raise ValueError(f"watch cursor of version {c.v}, this sigma-async reads version {_CURSOR_VERSION}")

@@ -112,15 +112,18 @@ class Transport:
         length = resp.content_length
         if length is not None and length <= self._max_body:
             return await resp.read()
+        too_big = ResponseDecodeError(
+            f"HTTP {resp.status}: response larger than {self._max_body} bytes; not read", status_code=resp.status
+        )
+        if length is not None:
+            raise too_big
+        # No Content-Length (chunked): count as it comes, and stop reading at the cap.
         chunks: list[bytes] = []
         size = 0
         async for chunk in resp.content.iter_chunked(64 * 1024):
             size += len(chunk)
             if size > self._max_body:
-                raise ResponseDecodeError(
-                    f"HTTP {resp.status}: response larger than {self._max_body} bytes; not read further",
-                    status_code=resp.status,
-                )
+                raise too_big
             chunks.append(chunk)
         return b"".join(chunks)
 

@@ -35,6 +35,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     hang: bool = False  # never answer (until the client gives up)
     drop: bool = False  # close the connection without an answer
+    chunks: int = 0  # stream the body in this many chunked writes (no Content-Length)...
+    chunk_delay: float = 0.0  # ... pausing this long between them (a slow-loris server)
 
 
 class Recorder:
@@ -64,7 +66,18 @@ class Recorder:
             payload = json.dumps(payload)
         data = payload.encode() if isinstance(payload, str) else payload
         headers = {"Content-Type": "application/json", **reply.headers}
-        return web.Response(status=reply.status, body=data, headers=headers)
+        if not reply.chunks:
+            return web.Response(status=reply.status, body=data, headers=headers)
+        stream = web.StreamResponse(status=reply.status, headers=headers)
+        stream.enable_chunked_encoding()
+        await stream.prepare(request)
+        size = -(-len(data) // reply.chunks)
+        for start in range(0, len(data), size):
+            await stream.write(data[start : start + size])
+            if reply.chunk_delay:
+                await asyncio.sleep(reply.chunk_delay)  # the server's pace, not a test's synchronisation
+        await stream.write_eof()
+        return stream
 
 
 @asynccontextmanager

@@ -1,6 +1,7 @@
 """A monitoring service: watch every channel of a list and log each transition as one JSON line.
 
-    SIGMA_USERNAME=... SIGMA_SECRET_KEY=... SIGMA_APP_ID=... python examples/monitor_service.py CHANNEL_ID ...
+    SIGMA_USERNAME=... SIGMA_SECRET_KEY=... SIGMA_APP_ID=... \
+        python examples/monitor_service.py [--out transitions.jsonl] CHANNEL_ID ...
 
 Runs until interrupted (Ctrl-C or SIGTERM), then stops every watch cleanly. One event loop and one connection
 pool serve every channel; a channel whose session ends is followed into its next session.
@@ -8,7 +9,9 @@ pool serve every channel; a channel whose session ends is followed into its next
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 from typing import TextIO
@@ -61,15 +64,20 @@ async def run(
 
 
 async def main(argv: list[str]) -> int:
-    if not argv:
-        print("usage: monitor_service.py CHANNEL_ID [CHANNEL_ID ...]", file=sys.stderr)
-        return 2
+    parser = argparse.ArgumentParser(description="Log every transition of some channels as JSON lines.")
+    parser.add_argument("--out", help="append to this file instead of standard output")
+    parser.add_argument("--interval", type=float, default=2.0)
+    parser.add_argument("channel_ids", nargs="+", metavar="CHANNEL_ID")
+    args = parser.parse_args(argv)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with SigmaClient.from_env() as client:
-        await run(client, argv, sys.stdout, stop=stop)
+    # Opened once at start-up, before any watch runs: a blocking open here stalls nothing.
+    sink = open(args.out, "a", encoding="utf-8") if args.out else contextlib.nullcontext(sys.stdout)  # noqa: ASYNC230, SIM115
+    with sink as out:
+        async with SigmaClient.from_env() as client:
+            await run(client, args.channel_ids, out, interval=args.interval, stop=stop)
     return 0
 
 

@@ -162,14 +162,18 @@ class _Core:
             self.runner = asyncio.get_running_loop().create_task(self.run(), name="sigma-async monitor")
 
     async def run(self) -> None:
-        async with self.send, anyio.create_task_group() as tg:
-            self.tg = tg
-            queued, self.queued = self.queued, {}
-            for key, since in queued.items():
-                self.spawn(tg, key, since)
-            if self.stay_open:
-                tg.start_soon(anyio.sleep_forever, name="sigma-async monitor (stay open)")
-        self.tg = None
+        try:
+            async with self.send, anyio.create_task_group() as tg:
+                self.tg = tg
+                queued, self.queued = self.queued, {}
+                for key, since in queued.items():
+                    self.spawn(tg, key, since)
+                if self.stay_open:
+                    tg.start_soon(anyio.sleep_forever, name="sigma-async monitor (stay open)")
+        finally:
+            # Nothing can be added from here on: it would be queued for a task group that is gone.
+            self.tg = None
+            self.finished = True
 
     def spawn(self, tg: TaskGroup, key: tuple[str, str], since: str | None) -> None:
         scope = anyio.CancelScope()

@@ -9,6 +9,8 @@ from ._client import Channels, Events, Sessions, SigmaClient
 from ._config import Credentials
 from ._monitor import Monitor
 from ._retry import RetryPolicy
+from ._tracker import DEFAULT_TABLE as DEFAULT_KIND_TABLE
+from ._tracker import KindTable
 from ._version import __version__
 from .bulk import BulkResult
 from .errors import (
@@ -65,6 +67,7 @@ from .transitions import (
 )
 
 __all__ = [
+    "DEFAULT_KIND_TABLE",
     "DEFAULT_PROFILES",
     "PROFILE_1080P",
     "PROFILE_480P",
@@ -92,6 +95,7 @@ __all__ = [
     "Events",
     "Initializing",
     "Interrupted",
+    "KindTable",
     "Live",
     "Machine",
     "Monitor",

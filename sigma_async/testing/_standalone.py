@@ -1,0 +1,94 @@
+"""Run the emulator as its own process: ``python -m sigma_async.testing`` or ``sigma-async emulator``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import TextIO
+
+from ._emulator import DEFAULT_APP_ID, DEFAULT_SECRET_KEY, DEFAULT_USERNAME, Emulator
+
+__all__ = ["build_parser", "main", "serve"]
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The emulator's command-line options (shared with ``sigma-async emulator``)."""
+    parser = argparse.ArgumentParser(
+        prog=prog or "python -m sigma_async.testing",
+        description="Serve a fake Sigma Livestream API on loopback until interrupted.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default: %(default)s)")
+    parser.add_argument("--username", default=DEFAULT_USERNAME, help="accepted username (default: %(default)s)")
+    parser.add_argument("--secret-key", default=DEFAULT_SECRET_KEY, help="accepted secret key (default: %(default)s)")
+    parser.add_argument("--app-id", default=DEFAULT_APP_ID, help="accepted X-App-Id (default: %(default)s)")
+    parser.add_argument(
+        "--speed", type=float, default=1.0, help="emulated seconds per real second, for timers (default: %(default)s)"
+    )
+    parser.add_argument("--seed", type=int, default=None, help="seed ids and random faults, for reproducible runs")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
+    """Parse ``argv``, serve until SIGINT or SIGTERM, and return the exit status."""
+    args = build_parser(prog).parse_args(argv)
+    emulator = Emulator(
+        host=args.host,
+        port=args.port,
+        username=args.username,
+        secret_key=args.secret_key,
+        app_id=args.app_id,
+        speed=args.speed,
+        seed=args.seed,
+    )
+    try:
+        asyncio.run(serve(emulator))
+    except KeyboardInterrupt:  # where signal handlers are not available (Windows)
+        pass
+    except OSError as exc:
+        print(f"emulator: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def serve(
+    emulator: Emulator,
+    *,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[Emulator], object] | None = None,
+    out: TextIO | None = None,
+) -> None:
+    """Run ``emulator`` until ``stop`` is set or the process gets SIGINT/SIGTERM.
+
+    Once listening it calls ``on_ready``, or by default prints one line with its URL and credentials.
+    """
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        async with emulator:
+            if on_ready is not None:
+                on_ready(emulator)
+            else:
+                print(ready_line(emulator), file=out or sys.stdout, flush=True)
+            await stop.wait()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def ready_line(emulator: Emulator) -> str:
+    """``Sigma emulator listening on http://127.0.0.1:PORT username=... app_id=... secret_key=...``."""
+    # The secret is printed on purpose: it is the emulator's own throwaway credential, and callers need it.
+    return (
+        f"Sigma emulator listening on {emulator.url} username={emulator.username} app_id={emulator.app_id} "
+        f"secret_key={emulator.secret_key} (emulator-only credentials; Ctrl-C to stop)"
+    )

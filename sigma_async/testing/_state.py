@@ -1,0 +1,309 @@
+"""The emulator's world: channels, sessions and their events, the session lifecycle and its timers. No I/O."""
+
+from __future__ import annotations
+
+import random
+import string
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from ..models import ChannelCreateBody, ClientInfo, Event, EventAction, Status
+from ._clock import Clock
+from ._records import RTMP_SERVER, ChannelState, SessionState
+
+__all__ = ["ChannelState", "EmulatorError", "EmulatorState", "SessionState"]
+
+MESSAGES = {
+    EventAction.INITIALIZE: "Khởi tạo phiên live",
+    EventAction.START: "Kênh bắt đầu phát",
+    EventAction.STABLE: "Kênh ổn định",
+    EventAction.SIGNAL_INTERRUPTED: "Tín hiệu bị gián đoạn",
+    EventAction.SIGNAL_RESTORED: "Tín hiệu đã được khôi phục",
+    EventAction.STOP: "Dừng kênh",
+    EventAction.ENDED: "Kênh đã kết thúc",
+}
+_TICK = timedelta(microseconds=1)
+
+
+class EmulatorError(Exception):
+    """An operation the API would refuse: ``status`` is the HTTP status it answers (404, 409, 400, ...)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class EmulatorState:
+    """Channels and sessions, and the rules that move them. Every method runs to completion without awaiting.
+
+    Methods that take ``key`` accept a channel id (its current session) or a session id.
+    """
+
+    def __init__(self, clock: Clock, *, app_id: str, rng: random.Random | None = None) -> None:
+        self.clock = clock
+        self.app_id = app_id
+        self.channels: dict[str, ChannelState] = {}
+        self.sessions: dict[str, SessionState] = {}
+        #: Base of ``liveStreamUrl``; the server sets it once it knows its own address.
+        self.public_url = "http://127.0.0.1"
+        #: Called whenever a session gains a deadline, so a timer task can wake up for it.
+        self.on_deadline: Callable[[], object] | None = None
+        self._rng = rng or random.Random()
+        self._deadlines: set[str] = set()
+
+    # -- channels -------------------------------------------------------------------------------------------
+
+    def create_channel(self, spec: ChannelCreateBody) -> ChannelState:
+        if not spec.name.strip():
+            raise EmulatorError(422, "name must not be empty")
+        if spec.stop_timeout < 0:
+            raise EmulatorError(422, "stopTimeout must be a non-negative number of seconds")
+        now = self.clock.now()
+        cid = self.new_id()
+        token = f"{cid[:5]}-{self._rng.getrandbits(80):020x}-{cid[-5:]}"
+        channel = ChannelState(
+            id=cid,
+            spec=spec,
+            app_id=self.app_id,
+            input_id=self.new_id(),
+            stream_token=token,
+            live_stream_url=f"{self.public_url}/manifest/{cid}/master.m3u8",
+            created_at=now,
+            updated_at=now,
+        )
+        self.channels[cid] = channel
+        return channel
+
+    def channel(self, channel_id: str) -> ChannelState:
+        try:
+            return self.channels[channel_id]
+        except KeyError:
+            raise EmulatorError(404, f"Channel {channel_id} not found") from None
+
+    def start_channel(self, channel_id: str) -> ChannelState:
+        """Open a new session (``initializing``) on the channel; 409 if one is already open."""
+        channel = self.channel(channel_id)
+        if channel.current_session_id is not None:
+            raise EmulatorError(409, f"Channel {channel_id} is already started")
+        now = self.clock.now()
+        session = SessionState(
+            id=self.new_id(),
+            channel=channel,
+            name=f"{channel.name}_{now:%Y-%m-%d-%H:%M:%S}",
+            status=Status.INITIALIZING,
+            created_at=now,
+            updated_at=now,
+        )
+        self.sessions[session.id] = session
+        channel.session_ids.append(session.id)
+        channel.current_session_id = session.id
+        channel.updated_at = now
+        self._event(session, EventAction.INITIALIZE, actor="user")
+        return channel
+
+    def stop_channel(self, channel_id: str) -> ChannelState:
+        """End the channel's open session as its user would; 409 if none is open."""
+        channel = self.channel(channel_id)
+        if channel.current_session_id is None:
+            raise EmulatorError(409, f"Channel {channel_id} is not started")
+        self._end(self.sessions[channel.current_session_id], actor="user")
+        return channel
+
+    def delete_channel(self, channel_id: str) -> ChannelState:
+        """Forget the channel, ending its open session first. Its past sessions stay listed."""
+        channel = self.channel(channel_id)
+        if channel.current_session_id is not None:
+            self._end(self.sessions[channel.current_session_id], actor="user")
+        del self.channels[channel_id]
+        return channel
+
+    # -- sessions -------------------------------------------------------------------------------------------
+
+    def session(self, session_id: str) -> SessionState:
+        try:
+            return self.sessions[session_id]
+        except KeyError:
+            raise EmulatorError(404, f"Session {session_id} not found") from None
+
+    def resolve(self, key: str) -> SessionState:
+        """The session ``key`` names: a session id, or a channel id meaning its open session."""
+        if key in self.sessions:
+            return self.sessions[key]
+        channel = self.channel(key)
+        if channel.current_session_id is None:
+            raise EmulatorError(409, f"Channel {key} has no open session: start it first")
+        return self.sessions[channel.current_session_id]
+
+    def connect_publisher(self, key: str) -> SessionState:
+        """An encoder starts pushing: the first time the session goes ``live`` (events start, stable)."""
+        session = self._open(key)
+        if session.publisher_connected:
+            raise EmulatorError(409, f"Session {session.id} already has a publisher")
+        session.publisher_connected = True
+        session.client_info = self._client_info(session.channel)
+        if session.started_at is None:
+            session.started_at = self._event(session, EventAction.START, actor="system").created_at
+            self._set_status(session, Status.LIVE)
+            self._event(session, EventAction.STABLE)
+        else:
+            self._event(session, EventAction.SIGNAL_RESTORED, actor="system")
+            self._set_status(session, Status.LIVE)
+        session.signal_ok = True
+        self._clear_deadline(session)
+        return session
+
+    def disconnect_publisher(self, key: str) -> SessionState:
+        """The encoder goes away: the signal is lost, and the session ends after ``stopTimeout`` without one."""
+        session = self._open(key)
+        if not session.publisher_connected:
+            raise EmulatorError(409, f"Session {session.id} has no publisher")
+        session.publisher_connected = False
+        if session.signal_ok:
+            self._lose_signal(session)
+        return session
+
+    def interrupt_signal(self, key: str) -> SessionState:
+        """The publisher stays connected but its signal drops (``signal_interrupted``, status ``interrupted``)."""
+        session = self._open(key)
+        if not session.publisher_connected or not session.signal_ok:
+            raise EmulatorError(409, f"Session {session.id} has no signal to interrupt")
+        self._lose_signal(session)
+        return session
+
+    def restore_signal(self, key: str) -> SessionState:
+        """The interrupted signal comes back (``signal_restored``, status ``live``)."""
+        session = self._open(key)
+        if not session.publisher_connected:
+            raise EmulatorError(409, f"Session {session.id} has no publisher: connect one instead")
+        if session.signal_ok:
+            raise EmulatorError(409, f"Session {session.id} signal is not interrupted")
+        session.signal_ok = True
+        self._event(session, EventAction.SIGNAL_RESTORED, actor="system")
+        self._set_status(session, Status.LIVE)
+        self._clear_deadline(session)
+        return session
+
+    def add_event(
+        self,
+        session_id: str,
+        action: str,
+        *,
+        message: str | None = None,
+        actor: str | None = None,
+        at: datetime | None = None,
+    ) -> Event:
+        """Append any event, known action or not, without touching the session's status."""
+        return self._event(self.session(session_id), action, actor=actor, message=message, at=at)
+
+    def set_status(self, session_id: str, status: str) -> SessionState:
+        """Set any status string, known or not, without adding an event."""
+        session = self.session(session_id)
+        self._set_status(session, status)
+        return session
+
+    # -- timers ---------------------------------------------------------------------------------------------
+
+    def tick(self) -> list[SessionState]:
+        """End every session whose signal has been gone for ``stopTimeout``; returns those ended."""
+        if not self._deadlines:
+            return []
+        now = self.clock.now()
+        due = [s for s in map(self.sessions.__getitem__, self._deadlines) if s.deadline and s.deadline <= now]
+        # Deadlines in order, so that two sessions ending in one jump end in the order they would have.
+        due.sort(key=lambda s: (s.deadline, s.id))
+        for session in due:
+            self._end(session, actor="system", at=session.deadline)
+        return due
+
+    def next_deadline(self) -> datetime | None:
+        """When the next session would end by itself, if any will."""
+        deadlines = [d for d in (self.sessions[sid].deadline for sid in self._deadlines) if d is not None]
+        return min(deadlines, default=None)
+
+    def new_id(self) -> str:
+        return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+
+    # -- helpers --------------------------------------------------------------------------------------------
+
+    def _open(self, key: str) -> SessionState:
+        session = self.resolve(key)
+        if session.ended:
+            raise EmulatorError(409, f"Session {session.id} has ended")
+        return session
+
+    def _stamp(self, session: SessionState, at: datetime | None = None) -> datetime:
+        # Strictly after the session's last change even when the clock has not moved, so event order is total;
+        # a scripted time is taken as given, even one in the past.
+        when = max(self.clock.now(), session.updated_at + _TICK) if at is None else at
+        session.updated_at = max(session.updated_at, when)
+        return when
+
+    def _event(
+        self,
+        session: SessionState,
+        action: str,
+        *,
+        actor: str | None = None,
+        message: str | None = None,
+        at: datetime | None = None,
+    ) -> Event:
+        when = self._stamp(session, at)
+        event = Event(
+            id=self.new_id(),
+            action=action,
+            created_at=when,
+            updated_at=when,
+            session_id=session.id,
+            actor=actor,
+            message=message if message is not None else MESSAGES.get(action),
+        )
+        session.events.append(event)
+        return event
+
+    def _set_status(self, session: SessionState, status: str) -> None:
+        session.status = status
+        self._stamp(session)
+
+    def _lose_signal(self, session: SessionState) -> None:
+        session.signal_ok = False
+        lost = self._event(session, EventAction.SIGNAL_INTERRUPTED, actor="system").created_at
+        self._set_status(session, Status.INTERRUPTED)
+        session.deadline = lost + timedelta(seconds=session.channel.stop_timeout)
+        self._deadlines.add(session.id)
+        if self.on_deadline is not None:
+            self.on_deadline()
+
+    def _clear_deadline(self, session: SessionState) -> None:
+        session.deadline = None
+        self._deadlines.discard(session.id)
+
+    def _end(self, session: SessionState, *, actor: str, at: datetime | None = None) -> None:
+        if actor == "user":
+            self._event(session, EventAction.STOP, actor=actor)
+        # A timer ends the session when it fell due, not when somebody next looked.
+        at = max(at, session.updated_at + _TICK) if at is not None else None
+        ended = self._event(session, EventAction.ENDED, actor=actor, at=at)
+        session.status = Status.ENDED
+        session.finished_at = ended.created_at
+        session.publisher_connected = session.signal_ok = False
+        self._clear_deadline(session)
+        channel = session.channel
+        if channel.current_session_id == session.id:
+            channel.current_session_id = None
+        channel.updated_at = max(channel.updated_at, ended.created_at)
+
+    def _client_info(self, channel: ChannelState) -> ClientInfo:
+        alphabet = string.ascii_lowercase + string.digits
+        return ClientInfo(
+            action="on_publish",
+            stream=channel.stream_token,
+            ip="127.0.0.1",
+            client_id="".join(self._rng.choices(alphabet, k=8)),
+            param="",
+            tc_url=RTMP_SERVER,
+            ips=[],
+            app="livestream",
+            stream_id="vid-" + "".join(self._rng.choices(alphabet, k=7)),
+        )

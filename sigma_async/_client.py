@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -17,7 +17,7 @@ from ._config import DEFAULT_BASE_URL, USER_AGENT, Credentials, check_base_url, 
 from ._protocol import Request, Response
 from ._retry import PauseGate, RetryPolicy, RetryRunner
 from ._transport import DEFAULT_MAX_BODY, Transport
-from .bulk import BulkResult, ProgressCallback, run_bounded
+from .bulk import BulkResult, ProgressCallback, ResultCallback, run_bounded
 from .models import Channel, ChannelCreate, Event, Page, Session, SessionStatus
 
 if TYPE_CHECKING:
@@ -198,54 +198,84 @@ class Channels(_Resource):
         *,
         concurrency: int = 16,
         on_progress: ProgressCallback | None = None,
+        on_result: ResultCallback | None = None,
         rate_limit: float | None = None,
     ) -> list[BulkResult[Channel]]:
         """Create many channels with at most ``concurrency`` in flight. Each slot, in input order, is the
-        ``Channel`` or the ``SigmaError`` that item raised. Specs are all checked before anything is sent."""
+        ``Channel`` or the ``SigmaError`` that item raised. Specs are all checked before anything is sent.
+
+        ``on_progress(done, total)`` runs as each item settles, ``on_result(index, result)`` too: if the call is
+        cancelled, the results passed to ``on_result`` so far are exactly the items known to have completed.
+        ``rate_limit`` caps request starts per second across the run.
+        """
         specs = list(specs)
         requests = [proto.build_create_channel(spec) for spec in specs]
         call = self._client._call
-        return await self._many(
-            [partial(call, r, proto.CHANNEL_DECODER) for r in requests], concurrency, on_progress, rate_limit
+        return await run_bounded(
+            [partial(call, r, proto.CHANNEL_DECODER) for r in requests],
+            concurrency=concurrency, on_progress=on_progress, on_result=on_result, rate_limit=rate_limit,
         )
 
-    async def start_many(self, channel_ids: Iterable[str], **kw: Any) -> list[BulkResult[None]]:
+    async def start_many(
+        self,
+        channel_ids: Iterable[str],
+        *,
+        concurrency: int = 16,
+        on_progress: ProgressCallback | None = None,
+        on_result: ResultCallback | None = None,
+        rate_limit: float | None = None,
+    ) -> list[BulkResult[None]]:
         """Start many channels; see ``create_many`` for the options and result shape."""
-        return await self._ids_many(proto.build_start_channel, channel_ids, **kw)
+        return await self._ids_many(
+            proto.build_start_channel, channel_ids, concurrency, on_progress, on_result, rate_limit
+        )
 
-    async def stop_many(self, channel_ids: Iterable[str], **kw: Any) -> list[BulkResult[None]]:
-        return await self._ids_many(proto.build_stop_channel, channel_ids, **kw)
+    async def stop_many(
+        self,
+        channel_ids: Iterable[str],
+        *,
+        concurrency: int = 16,
+        on_progress: ProgressCallback | None = None,
+        on_result: ResultCallback | None = None,
+        rate_limit: float | None = None,
+    ) -> list[BulkResult[None]]:
+        """Stop many channels; see ``create_many`` for the options and result shape."""
+        return await self._ids_many(
+            proto.build_stop_channel, channel_ids, concurrency, on_progress, on_result, rate_limit
+        )
 
-    async def delete_many(self, channel_ids: Iterable[str], **kw: Any) -> list[BulkResult[None]]:
-        return await self._ids_many(proto.build_delete_channel, channel_ids, **kw)
+    async def delete_many(
+        self,
+        channel_ids: Iterable[str],
+        *,
+        concurrency: int = 16,
+        on_progress: ProgressCallback | None = None,
+        on_result: ResultCallback | None = None,
+        rate_limit: float | None = None,
+    ) -> list[BulkResult[None]]:
+        """Delete many channels; see ``create_many`` for the options and result shape."""
+        return await self._ids_many(
+            proto.build_delete_channel, channel_ids, concurrency, on_progress, on_result, rate_limit
+        )
 
     async def _ids_many(
         self,
         build: Callable[[str], Request],
         channel_ids: Iterable[str],
-        *,
-        concurrency: int = 16,
-        on_progress: ProgressCallback | None = None,
-        rate_limit: float | None = None,
+        concurrency: int,
+        on_progress: ProgressCallback | None,
+        on_result: ResultCallback | None,
+        rate_limit: float | None,
     ) -> list[BulkResult[None]]:
+        # Every id is checked before anything is sent, as create_many checks every spec.
         requests = [build(cid) for cid in channel_ids]
-        return await self._many(
-            [partial(self._send_none, r) for r in requests], concurrency, on_progress, rate_limit
+        return await run_bounded(
+            [partial(self._send_none, r) for r in requests],
+            concurrency=concurrency, on_progress=on_progress, on_result=on_result, rate_limit=rate_limit,
         )
 
     async def _send_none(self, request: Request) -> None:
         await self._client.send(request)
-
-    async def _many(
-        self,
-        factories: Sequence[Callable[[], Awaitable[Item]]],
-        concurrency: int,
-        on_progress: ProgressCallback | None,
-        rate_limit: float | None,
-    ) -> list[BulkResult[Item]]:
-        return await run_bounded(
-            factories, concurrency=concurrency, on_progress=on_progress, rate_limit=rate_limit
-        )
 
 
 class Sessions(_Resource):

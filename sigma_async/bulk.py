@@ -66,7 +66,21 @@ async def run_bounded(
             if on_progress is not None:
                 on_progress(done, total)
 
-    async with anyio.create_task_group() as tg:
-        for _ in range(min(concurrency, total)):
-            tg.start_soon(worker)
+    try:
+        async with anyio.create_task_group() as tg:
+            for _ in range(min(concurrency, total)):
+                tg.start_soon(worker)
+    except Exception as exc:
+        # anyio wraps even a lone failure in an exception group; the caller should see the error itself.
+        inner = _sole_exception(exc)
+        if inner is exc:
+            raise
+        raise inner from None
     return results  # type: ignore[return-value]  # every slot was filled: the task group completed
+
+
+def _sole_exception(exc: BaseException) -> BaseException:
+    # Duck-typed: ``BaseExceptionGroup`` is a builtin only from Python 3.11.
+    while isinstance(inner := getattr(exc, "exceptions", None), tuple) and len(inner) == 1:
+        exc = inner[0]
+    return exc

@@ -1,0 +1,282 @@
+"""The ``sigma-async`` command line (also ``python -m sigma_async``): argparse over the client, thin."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from . import _cli_commands as cmd
+from ._cli_output import Output, describe_error
+from ._client import SigmaClient
+from ._version import __version__
+from .errors import SigmaError
+
+__all__ = ["build_parser", "main"]
+
+Handler = Callable[[SigmaClient, argparse.Namespace, Output], Awaitable[int]]
+
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+DESCRIPTION = """\
+Manage Sigma Livestream channels, sessions and events; watch sessions live; provision channels in bulk.
+
+Try it with no account first:  sigma-async demo
+"""
+
+EPILOG = """\
+credentials, from the first place that has them:
+  flags (--username, --secret-key, --app-id, --base-url), then the environment (SIGMA_USERNAME,
+  SIGMA_SECRET_KEY, SIGMA_APP_ID, SIGMA_BASE_URL), then --env-file (the console's "Download as .env file").
+  Prefer the environment or a file for the secret key: a flag is visible to other users in the process list.
+
+there is no "channels list": the Sigma API has no endpoint that lists channels. Keep the ids that
+"channels create" and "channels create-many" print (with --json they are one JSON object per line).
+
+exit status: 0 ok, 1 the operation failed (API error, failed bulk item), 2 usage error, 130 interrupted.
+"""
+
+
+LEAF_EPILOG = "Common options (--json, --timeout, -v, credentials) go before or after the command: see sigma-async -h."
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command tree; common options are accepted before or after the subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="sigma-async", description=DESCRIPTION, epilog=EPILOG, parents=[_common_options(shown=True)],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # Each command accepts them too, listed once in the top-level help rather than in every command's.
+    common = _common_options(shown=False)
+
+    def leaf(group: Any, name: str, handler: Handler | None, help_text: str) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = group.add_parser(
+            name, parents=[common], help=help_text, description=help_text, epilog=LEAF_EPILOG
+        )
+        sub.set_defaults(handler=handler, subparser=sub)
+        return sub
+
+    channels = commands.add_parser(
+        "channels", help="create, get, start, stop, delete channels; create many from a file",
+        description="Channels. (No 'list': the API has no endpoint that lists channels.)",
+    ).add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, handler, help_text in (
+        ("get", cmd.channels_get, "show a channel, with its RTMP server and stream key"),
+        ("start", cmd.channels_start, "start a live session; prints the session id"),
+        ("stop", cmd.channels_stop, "stop the channel's live session"),
+        ("delete", cmd.channels_delete, "delete a channel"),
+    ):
+        leaf(channels, name, handler, help_text).add_argument("channel_id", metavar="CHANNEL")
+
+    create = leaf(channels, "create", cmd.channels_create, "create a channel (vendor defaults: 1080p/720p/480p, HLS)")
+    create.add_argument("--name", required=True)
+    create.add_argument("--description")
+    create.add_argument("--tag", action="append", metavar="TAG", help="a tag (repeat for more)")
+    create.add_argument("--stop-timeout", type=int, default=30, metavar="SECONDS",
+                        help="end the session this long after the signal is lost (default: %(default)s)")
+    s3 = create.add_argument_group("catchup recording to S3 (all of them, or none)")
+    s3.add_argument("--s3-access-key")
+    s3.add_argument("--s3-bucket")
+    s3.add_argument("--s3-endpoint", metavar="URL")
+    s3.add_argument("--s3-region")
+    s3.add_argument("--s3-secret-key", help=f"prefer the {cmd.S3_SECRET_ENV} environment variable")
+    s3.add_argument("--s3-segment-prefix")
+
+    many = leaf(channels, "create-many", cmd.channels_create_many,
+                "create the channels described in FILE, many at a time")
+    many.description = (
+        "Create the channels described in FILE: a JSON array, or JSON lines, of channel specs with the fields of "
+        "ChannelCreate in snake_case or the API's camelCase (name, description, tags, stopTimeout, "
+        f"destinationCatchup: {{accessKey, bucket, endpoint, region, secretKey}}, ...). {cmd.S3_SECRET_ENV} "
+        "fills a missing S3 secretKey. Invalid items fail alone and are not sent. Exit status 1 if any item failed."
+    )
+    many.add_argument("file", metavar="FILE", help="the specs; - reads standard input")
+    many.add_argument("--concurrency", type=_count, default=16, metavar="N", help="creates in flight (default: 16)")
+    many.add_argument("--rate-limit", type=_positive, metavar="PER_SECOND", help="cap on creates started per second")
+    many.add_argument("--failures-out", metavar="PATH", help="write failures here as JSON lines (default: stderr)")
+    many.add_argument("--dry-run", action="store_true", help="check every spec and send nothing")
+
+    sessions = commands.add_parser("sessions", help="list a channel's sessions; a session's status").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    listing = leaf(sessions, "list", cmd.sessions_list, "list a channel's sessions, newest first (every page)")
+    listing.add_argument("channel_id", metavar="CHANNEL")
+    listing.add_argument("--limit", type=_count, metavar="N", help="stop after N sessions")
+    leaf(sessions, "status", cmd.sessions_status, "a session's live status").add_argument(
+        "session_id", metavar="SESSION"
+    )
+
+    events = commands.add_parser("events", help="list a session's events").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    ev = leaf(events, "list", cmd.events_list, "list a session's events, newest first")
+    ev.add_argument("session_id", metavar="SESSION")
+    ev.add_argument("--limit", type=_count, metavar="N", help="stop after N events")
+
+    watch = leaf(commands, "watch", cmd.watch, "print a session's transitions as they happen, until it ends")
+    watch.add_argument("session_id", metavar="SESSION", nargs="?")
+    watch.add_argument("--channel", metavar="CHANNEL", help="follow a channel across its sessions instead")
+    watch.add_argument("--interval", type=_positive, default=2.0, help="seconds between polls (default: 2)")
+    watch.add_argument("--since", metavar="CURSOR", help="resume after this transition's cursor (from --json)")
+
+    # The emulator's options are its own (see `sigma-async emulator --help`); main() passes them through.
+    commands.add_parser("emulator", add_help=False, help="serve a fake Sigma API on loopback (--port, --speed, ...)")
+
+    demo = leaf(commands, "demo", None, "a tour in a few seconds against an embedded emulator; no account needed")
+    demo.add_argument("--channels", type=_count, default=5, help="channels to provision (default: 5)")
+    demo.add_argument("--speed", type=_positive, default=30.0, help="emulated clock speed-up (default: 30)")
+    return parser
+
+
+def _common_options(*, shown: bool) -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    opt = common.add_argument_group("common options")
+
+    def add(*flags: str, text: str, **kw: Any) -> None:
+        # SUPPRESS as default: an option given after the subcommand must not be reset by the subparser's default.
+        opt.add_argument(*flags, default=argparse.SUPPRESS, help=text if shown else argparse.SUPPRESS, **kw)
+
+    add("--json", action="store_true", text="machine output: one JSON document per line")
+    add("--timeout", type=_positive, metavar="SECONDS", text="limit for each request (default: 30)")
+    add("-v", "--verbose", action="count", text="log requests and retries to stderr (-vv: more)")
+    add("--username", text="API username (or SIGMA_USERNAME)")
+    add("--secret-key", text="API secret key (or SIGMA_SECRET_KEY; better not on the command line)")
+    add("--app-id", text="app id (or SIGMA_APP_ID)")
+    add("--base-url", metavar="URL", text="API base URL (or SIGMA_BASE_URL; default: https://api.sigma.video)")
+    add("--env-file", metavar="PATH", text="read the SIGMA_* settings from a .env file")
+    add("--allow-insecure-http", action="store_true",
+        text="allow a plain http:// base URL that is not loopback (credentials then travel in clear)")
+    return common
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit status (0 ok, 1 failed, 2 usage, 130 interrupted)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "emulator":
+        from .testing import main as emulator_main
+
+        return emulator_main(extra, prog="sigma-async emulator")
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "watch" and bool(args.session_id) == bool(args.channel):
+        args.subparser.error("give a SESSION, or --channel CHANNEL (not both)")
+    if args.command == "watch" and args.since and args.channel:
+        args.subparser.error("--since resumes one session: it does not go with --channel")
+    _set_logging(getattr(args, "verbose", 0))
+    _tolerate_any_encoding()
+    out = Output(json_mode=getattr(args, "json", False))
+    secrets = _known_secrets(args)
+    try:
+        return asyncio.run(_run(args, out, secrets))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        return _report(_sole_exception(exc), out, secrets)
+
+
+def _report(exc: BaseException, out: Output, secrets: list[str]) -> int:
+    """Say what went wrong in one line of stderr, and choose the exit status."""
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(exc, BrokenPipeError):
+        # The reader went away (`... | head`): stop quietly, and keep Python from complaining at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+    if isinstance(exc, SigmaError):
+        out.error(describe_error(exc, secrets))
+        return EXIT_FAILED
+    if isinstance(exc, (cmd.UsageError, ValueError, TypeError)):
+        # The SDK checks arguments (ids, names, URLs, credentials) before sending anything: a usage error.
+        out.error(describe_error(exc, secrets, with_type=False))
+        return EXIT_USAGE
+    logging.getLogger("sigma_async").debug("unexpected failure", exc_info=exc)
+    out.error("unexpected " + describe_error(exc, secrets) + " (run with -vv for details)")
+    return EXIT_FAILED
+
+
+def _sole_exception(exc: BaseException) -> BaseException:
+    # A task group (the demo, the watchers) wraps a lone failure in an exception group: report the failure.
+    while isinstance(inner := getattr(exc, "exceptions", None), tuple) and len(inner) == 1:
+        exc = inner[0]
+    return exc
+
+
+async def _run(args: argparse.Namespace, out: Output, secrets: list[str]) -> int:
+    if args.command == "demo":
+        from ._demo import run_demo
+
+        return await run_demo(out, channels=args.channels, speed=args.speed)
+    client = _client_from(args)
+    secrets.extend(client.credentials.secrets())
+    async with client:
+        handler: Handler = args.handler
+        return await handler(client, args, out)
+
+
+def _client_from(args: argparse.Namespace) -> SigmaClient:
+    env_file = getattr(args, "env_file", None)
+    overrides = {
+        name: getattr(args, name, None) for name in ("username", "secret_key", "app_id", "base_url", "timeout")
+    }
+    if getattr(args, "allow_insecure_http", False):
+        overrides["allow_insecure_http"] = True
+    try:
+        return SigmaClient.from_env(env_file, **overrides)
+    except OSError as exc:
+        raise cmd.UsageError(f"cannot read env file {env_file}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise cmd.UsageError(str(exc)) from None
+
+
+def _known_secrets(args: argparse.Namespace) -> list[str]:
+    """Values that must not appear in anything printed, whatever message carries them."""
+    found = [getattr(args, "secret_key", None), getattr(args, "s3_secret_key", None)]
+    found += [os.environ.get("SIGMA_SECRET_KEY"), os.environ.get(cmd.S3_SECRET_ENV)]
+    return [s for s in found if s]
+
+
+def _set_logging(verbosity: int) -> None:
+    if not verbosity:
+        return
+    logger = logging.getLogger("sigma_async")
+    if not any(h.get_name() == "sigma-async-cli" for h in logger.handlers):  # main() may run twice in a process
+        handler = logging.StreamHandler(sys.stderr)
+        handler.set_name("sigma-async-cli")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)
+
+
+def _tolerate_any_encoding() -> None:
+    # Server messages are often Vietnamese; a terminal or pipe in ASCII must not turn them into a crash.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value

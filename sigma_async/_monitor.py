@@ -13,7 +13,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ._protocol import check_id
-from .errors import SigmaError
+from .errors import SigmaError, sole_exception
 from .transitions import Transition
 
 if TYPE_CHECKING:
@@ -218,7 +218,7 @@ class _Core:
             return
         exc = runner.exception()
         if exc is not None:
-            raise _single(exc)
+            raise sole_exception(exc)
 
     async def close(self) -> None:
         self.finished = True
@@ -234,10 +234,3 @@ class _Core:
             self.runner.cancel()
         self.receive.close()
 
-
-def _single(exc: BaseException) -> BaseException:
-    # The task group wraps a watch's error in an exception group; a lone error is more useful unwrapped.
-    # (Duck-typed: ``BaseExceptionGroup`` is a builtin only from Python 3.11.)
-    while isinstance(inner := getattr(exc, "exceptions", None), tuple) and len(inner) == 1:
-        exc = inner[0]
-    return exc

@@ -9,7 +9,7 @@ from typing import TypeVar, Union
 
 import anyio
 
-from .errors import SigmaError
+from .errors import SigmaError, sole_exception
 
 __all__ = ["BulkResult", "ProgressCallback", "ResultCallback", "run_bounded"]
 
@@ -72,15 +72,9 @@ async def run_bounded(
                 tg.start_soon(worker)
     except Exception as exc:
         # anyio wraps even a lone failure in an exception group; the caller should see the error itself.
-        inner = _sole_exception(exc)
+        inner = sole_exception(exc)
         if inner is exc:
             raise
         raise inner from None
     return results  # type: ignore[return-value]  # every slot was filled: the task group completed
 
-
-def _sole_exception(exc: BaseException) -> BaseException:
-    # Duck-typed: ``BaseExceptionGroup`` is a builtin only from Python 3.11.
-    while isinstance(inner := getattr(exc, "exceptions", None), tuple) and len(inner) == 1:
-        exc = inner[0]
-    return exc

@@ -14,7 +14,7 @@ from . import _cli_commands as cmd
 from ._cli_output import Output, describe_error
 from ._client import SigmaClient
 from ._version import __version__
-from .errors import SigmaError
+from .errors import SigmaError, sole_exception
 
 __all__ = ["build_parser", "main"]
 
@@ -178,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except Exception as exc:
-        return _report(_sole_exception(exc), out, secrets)
+        return _report(sole_exception(exc), out, secrets)
 
 
 def _report(exc: BaseException, out: Output, secrets: list[str]) -> int:
@@ -200,12 +200,6 @@ def _report(exc: BaseException, out: Output, secrets: list[str]) -> int:
     out.error("unexpected " + describe_error(exc, secrets) + " (run with -vv for details)")
     return EXIT_FAILED
 
-
-def _sole_exception(exc: BaseException) -> BaseException:
-    # A task group (the demo, the watchers) wraps a lone failure in an exception group: report the failure.
-    while isinstance(inner := getattr(exc, "exceptions", None), tuple) and len(inner) == 1:
-        exc = inner[0]
-    return exc
 
 
 async def _run(args: argparse.Namespace, out: Output, secrets: list[str]) -> int:

@@ -39,6 +39,7 @@ __all__ = [
     "SigmaError",
     "UnprocessableEntityError",
     "WatchError",
+    "sole_exception",
     "status_error_class",
 ]
 
@@ -160,3 +161,11 @@ def status_error_class(status: int) -> type[APIStatusError]:
     if status >= 500:
         return ServerError
     return _BY_STATUS.get(status, APIStatusError)
+
+
+def sole_exception(exc: BaseException) -> BaseException:
+    """The error inside an exception group that holds just one (task groups wrap even a lone failure)."""
+    # Duck-typed: ``BaseExceptionGroup`` is a builtin only from Python 3.11.
+    while isinstance(inner := getattr(exc, "exceptions", None), tuple) and len(inner) == 1:
+        exc = inner[0]
+    return exc

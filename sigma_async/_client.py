@@ -18,6 +18,7 @@ from ._protocol import Request, Response
 from ._retry import PauseGate, RetryPolicy, RetryRunner
 from ._transport import DEFAULT_MAX_BODY, Transport
 from .bulk import BulkResult, ProgressCallback, ResultCallback, run_bounded
+from .errors import SigmaError
 from .models import Channel, ChannelCreate, Event, Page, Session, SessionStatus
 
 if TYPE_CHECKING:
@@ -120,11 +121,21 @@ class SigmaClient:
 
     async def send(self, request: Request) -> Response:
         """Send a prepared request with retries; raise the typed error for any non-2xx answer."""
-        return await self._runner.run(self._send_once, request)
+        # The first attempt is inlined (no retry machinery, no extra coroutine frames): it is the hot path of
+        # every call, and most calls succeed at once.
+        if self._gate.until:
+            await self._gate.wait()
+        try:
+            response = await self._transport.send(request)
+            if response.status < 300:
+                return response
+            raise proto.error_for(response, request)
+        except SigmaError as exc:
+            return await self._runner.recover(self._send_once, request, exc)
 
     async def _send_once(self, request: Request) -> Response:
         response = await self._transport.send(request)
-        if 200 <= response.status < 300:
+        if response.status < 300:
             return response
         raise proto.error_for(response, request)
 

@@ -122,10 +122,13 @@ class RetryRunner:
         try:
             return await send(request)
         except SigmaError as exc:
-            self._note(exc)
-            if self.policy.max_retries == 0 or not self.policy.is_retryable(exc, request.operation):
-                raise
-            first = exc
+            return await self.recover(send, request, exc)
+
+    async def recover(self, send: Send, request: Request, first: SigmaError) -> Response:
+        """After the first attempt failed with ``first``: retry under the policy, or raise ``first``."""
+        self._note(first)
+        if self.policy.max_retries == 0 or not self.policy.is_retryable(first, request.operation):
+            raise first
         return await self._retry(send, request, first)
 
     def _note(self, exc: SigmaError) -> None:

@@ -82,11 +82,18 @@ class Transport:
                 headers=_JSON_HEADERS if request.body is not None else None,
                 allow_redirects=False,
             ) as resp:
-                body = await self._read(resp)
+                status = resp.status
+                length = resp.content_length
+                if length is not None and length <= self._max_body:
+                    body = await resp.read()
+                else:
+                    body = await self._read_capped(resp, length)
+                if status < 300:
+                    return Response(status, body)  # the hot path: no header is needed for a success
                 headers = resp.headers
                 return Response(
-                    status=resp.status,
-                    body=body,
+                    status,
+                    body,
                     request_id=headers.get("X-Request-Id"),
                     retry_after=headers.get("Retry-After"),
                     location=_host_only(headers.get("Location")),
@@ -108,10 +115,7 @@ class Transport:
                 method=request.method, path=request.path,
             ) from None
 
-    async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
-        length = resp.content_length
-        if length is not None and length <= self._max_body:
-            return await resp.read()
+    async def _read_capped(self, resp: aiohttp.ClientResponse, length: int | None) -> bytes:
         too_big = ResponseDecodeError(
             f"HTTP {resp.status}: response larger than {self._max_body} bytes; not read", status_code=resp.status
         )

@@ -11,7 +11,7 @@ import os
 import sys
 from dataclasses import dataclass
 
-from sigma_async import ChannelCreate, S3Destination, SigmaClient, catchup_playlist_url
+from sigma_async import ChannelCreate, S3Destination, SigmaClient, Transition, catchup_playlist_url
 
 
 @dataclass
@@ -31,11 +31,18 @@ async def provision(client: SigmaClient, name: str, s3: S3Destination) -> Provis
     return Provisioned(channel.id, channel.current_session_id, channel.input.publish_url, channel.live_stream_url)
 
 
-async def wait_until_live_then_ended(client: SigmaClient, session_id: str, *, interval: float = 2.0) -> None:
+async def wait_until_live_then_ended(
+    client: SigmaClient, session_id: str, *, interval: float = 2.0
+) -> list[Transition]:
     """Block until the encoder is live, then until the session ends (stop, or no signal for stopTimeout)."""
-    await client.wait_for(session_id, "stable", timeout=600, interval=interval)
-    async for t in client.watch_session(session_id, interval=interval):
+    live = await client.wait_for(session_id, "stable", timeout=600, interval=interval)
+    print(f"{live.at:%H:%M:%S} {live.kind}: on air")
+    seen = [live]
+    # Resume after the transition wait_for returned: nothing before it is printed twice.
+    async for t in client.watch_session(session_id, interval=interval, since=live.cursor):
         print(f"{t.at:%H:%M:%S} {t.kind}")
+        seen.append(t)
+    return seen
 
 
 async def main(argv: list[str]) -> int:

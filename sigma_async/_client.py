@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from functools import partial
 from types import TracebackType
@@ -33,6 +34,8 @@ Item = TypeVar("Item")
 Sleep = Callable[[float], Awaitable[None]]
 
 ITER_PAGE_SIZE: Final = 100
+#: Pages in a row with nothing new after which a listing is taken to repeat itself.
+STALE_PAGE_LIMIT: Final = 3
 
 
 class SigmaClient:
@@ -62,6 +65,7 @@ class SigmaClient:
         sleep: Sleep | None = None,
     ) -> None:
         self.credentials = Credentials(username=username, secret_key=secret_key, app_id=app_id)
+        self._secrets = self.credentials.secrets()  # scrubbed from any error text the server echoes them in
         self.base_url = check_base_url(base_url, allow_insecure_http=allow_insecure_http)
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
@@ -74,7 +78,7 @@ class SigmaClient:
         self._transport = Transport(
             self.base_url, headers, timeout=timeout, max_connections=max_connections, max_body=max_response_bytes
         )
-        # ``sleep`` is injectable so retry and watch tests can run without waiting.
+        # ``sleep`` is injectable so that tests of retries and Retry-After pauses run without waiting.
         self._sleep: Sleep = sleep or asyncio.sleep
         self._gate = PauseGate(self._sleep)
         self._runner = RetryRunner(self.retry, self._gate, self._sleep)
@@ -129,7 +133,7 @@ class SigmaClient:
             response = await self._transport.send(request)
             if response.status < 300:
                 return response
-            raise proto.error_for(response, request)
+            raise proto.error_for(response, request, secrets=self._secrets, now=time.time())
         except SigmaError as exc:
             return await self._runner.recover(self._send_once, request, exc)
 
@@ -137,10 +141,10 @@ class SigmaClient:
         response = await self._transport.send(request)
         if response.status < 300:
             return response
-        raise proto.error_for(response, request)
+        raise proto.error_for(response, request, secrets=self._secrets, now=time.time())
 
     async def _call(self, request: Request, decoder: msgspec.json.Decoder[M]) -> M:
-        return proto.decode(await self.send(request), decoder)
+        return proto.decode(await self.send(request), decoder, self._secrets)
 
     # The watchers sit a layer above the client (they poll through it); imported on first use.
     def watch_session(
@@ -329,12 +333,20 @@ class Events(_Resource):
 async def _iterate(
     fetch: Callable[[int], Awaitable[Page[Item]]], per_page: int, key: Callable[[Item], str]
 ) -> AsyncIterator[Item]:
-    """Walk pages until one is short or empty. Items are deduplicated by id (pages shift while new items
-    arrive), and a page that brings nothing new ends the walk, so a server repeating a page cannot loop us."""
+    """Walk pages until one is short or empty, yielding each item once.
+
+    Items are deduplicated by id, since pages shift while new items arrive. A page that brings nothing new
+    is a shifted page (go on) or a server repeating itself: after ``STALE_PAGE_LIMIT`` of them in a row the
+    walk ends, so no server can make it loop. Items without an id count as new unless their whole page is the
+    previous one again.
+    """
     seen: set[str] = set()
+    previous: list[Item] | None = None
+    stale = 0
     page_number = 1
     while True:
         page = await fetch(page_number)
+        repeated = page.data == previous
         fresh = 0
         for item in page.data:
             item_id = key(item)
@@ -342,14 +354,17 @@ async def _iterate(
                 if item_id in seen:
                     continue
                 seen.add(item_id)
+            elif repeated:
+                continue
             fresh += 1
             yield item
         # ``total`` is not trusted to stop: a short or empty page is the only sure last page.
         if len(page.data) < per_page:
             return
-        if fresh == 0:
-            logger.warning("page %d repeated items already seen; stopping the listing there", page_number)
+        stale = stale + 1 if fresh == 0 else 0
+        if stale >= STALE_PAGE_LIMIT:
+            logger.warning("pages %d to %d brought nothing new; stopping the listing there", page_number - stale + 1,
+                           page_number)
             return
+        previous = page.data
         page_number += 1
-
-

@@ -99,7 +99,11 @@ class Monitor:
         if core.runner is None:
             core.start()
         try:
-            return await core.receive.receive()
+            while True:
+                scope, transition = await core.receive.receive()
+                # A removed watch may have left transitions in the buffer: removal means "no more of these".
+                if not scope.cancel_called:
+                    return transition
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             pass
         await core.join()
@@ -134,8 +138,15 @@ class _Core:
         self.on_error = on_error
         self.stagger = stagger
         self.watch_kw = watch_kw
-        self.send, self.receive = anyio.create_memory_object_stream[Transition](max_buffer)
+        # Each item carries its watch's cancel scope, so that a removed watch's leftovers can be dropped.
+        self.send, self.receive = anyio.create_memory_object_stream[tuple[anyio.CancelScope, Transition]](
+            max_buffer
+        )
         self.scopes: dict[tuple[str, str], anyio.CancelScope] = {}
+        # Watches that ended by themselves may still have items in the buffer, which holds at most max_buffer
+        # items: so at most that many recent ones matter, for remove() to drop their leftovers.
+        self.done_scopes: dict[tuple[str, str], anyio.CancelScope] = {}
+        self.max_buffer = max_buffer
         self.queued: dict[tuple[str, str], str | None] = {}
         self.tg: TaskGroup | None = None
         self.runner: asyncio.Task[None] | None = None
@@ -153,7 +164,7 @@ class _Core:
 
     def remove(self, key: tuple[str, str]) -> None:
         self.queued.pop(key, None)
-        scope = self.scopes.pop(key, None)
+        scope = self.scopes.pop(key, None) or self.done_scopes.pop(key, None)
         if scope is not None:
             scope.cancel()
 
@@ -198,7 +209,7 @@ class _Core:
                 # aclosing: a cancelled send must not leave the generator to be finalised by another task.
                 async with contextlib.aclosing(stream) as transitions:
                     async for transition in transitions:
-                        await self.send.send(transition)
+                        await self.send.send((scope, transition))
             except SigmaError as exc:
                 if self.on_error is None:
                     raise
@@ -206,6 +217,9 @@ class _Core:
             finally:
                 if self.scopes.get(key) is scope:
                     del self.scopes[key]
+                    self.done_scopes[key] = scope
+                    if len(self.done_scopes) > self.max_buffer:
+                        del self.done_scopes[next(iter(self.done_scopes))]
 
     async def join(self) -> None:
         self.finished = True

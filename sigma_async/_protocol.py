@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any, Final, TypeVar
 from urllib.parse import quote
@@ -176,13 +176,16 @@ EVENT_PAGE_DECODER: Final = msgspec.json.Decoder(Page[Event])
 STATUS_DECODER: Final = msgspec.json.Decoder(SessionStatus)
 
 
-def decode(response: Response, decoder: msgspec.json.Decoder[M]) -> M:
-    """Decode a 2xx body, or raise ``ResponseDecodeError`` naming the status and a redacted snippet."""
+def decode(response: Response, decoder: msgspec.json.Decoder[M], secrets: Sequence[str] = ()) -> M:
+    """Decode a 2xx body, or raise ``ResponseDecodeError`` naming the status and a redacted snippet.
+
+    ``secrets`` (the caller's credentials) are scrubbed from the snippet, should the server echo them.
+    """
     try:
         return decoder.decode(response.body)
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
         # RecursionError: msgspec's answer to hostile nesting depth, which must not escape as a crash.
-        snippet = _snippet(response.body)
+        snippet = _snippet(response.body, secrets)
         raise ResponseDecodeError(
             f"HTTP {response.status}: response is not the expected JSON ({exc}); body starts {snippet!r}",
             status_code=response.status,
@@ -193,23 +196,30 @@ def decode(response: Response, decoder: msgspec.json.Decoder[M]) -> M:
 _ERROR_DECODER: Final = msgspec.json.Decoder(Any)
 
 
-def error_for(response: Response, request: Request) -> APIStatusError:
-    """The typed error for a non-2xx answer, with the server's message and request id."""
+def error_for(
+    response: Response, request: Request, *, secrets: Sequence[str] = (), now: float | None = None
+) -> APIStatusError:
+    """The typed error for a non-2xx answer, with the server's message and request id.
+
+    ``secrets`` are scrubbed from the message and body: a server may echo the credentials it refused.
+    ``now`` (epoch seconds) dates a ``Retry-After`` given as an HTTP date.
+    """
     body: Any
     try:
         body = _ERROR_DECODER.decode(response.body) if response.body else None
     except (msgspec.DecodeError, RecursionError):
-        body = _snippet(response.body)
+        body = _snippet(response.body, secrets)
+    body = _redact_body(body, secrets)
     message = _message_of(body) or _default_message(response)
     kw: dict[str, Any] = {
         "status_code": response.status,
-        "body": _redact_body(body),
+        "body": body,
         "request_id": response.request_id,
         "method": request.method,
         "path": request.path,
     }
     return status_error_class(response.status)(
-        message, retry_after=parse_retry_after(response.retry_after), **kw
+        message, retry_after=parse_retry_after(response.retry_after, now=now), **kw
     )
 
 
@@ -265,15 +275,18 @@ _SECRET_VALUE_RE: Final = re.compile(
 _BASIC_RE: Final = re.compile(r"(Basic\s+)[A-Za-z0-9+/=]{4,}", re.IGNORECASE)
 
 
-def redact_text(text: str) -> str:
-    """Hide values of secret-looking keys and Basic tokens in text that may reach a message or log."""
+def redact_text(text: str, secrets: Sequence[str] = ()) -> str:
+    """Hide ``secrets``, values of secret-looking keys and Basic tokens in text that may reach a message or log."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
     text = _BASIC_RE.sub(r"\1***", text)
     return _SECRET_VALUE_RE.sub(lambda m: m.group(1) + '"***"', text)
 
 
-def _snippet(body: bytes) -> str:
+def _snippet(body: bytes, secrets: Sequence[str] = ()) -> str:
     text = body[: SNIPPET_CHARS * 4].decode("utf-8", "replace")
-    text = redact_text(text)
+    text = redact_text(text, secrets)
     return text[:SNIPPET_CHARS] + ("..." if len(text) > SNIPPET_CHARS else "")
 
 
@@ -282,14 +295,14 @@ _SECRET_KEYS: Final = frozenset(
 )
 
 
-def _redact_body(body: Any) -> Any:
+def _redact_body(body: Any, secrets: Sequence[str] = ()) -> Any:
     if isinstance(body, Mapping):
         return {
-            k: ("***" if isinstance(k, str) and k.lower() in _SECRET_KEYS else _redact_body(v))
+            k: ("***" if isinstance(k, str) and k.lower() in _SECRET_KEYS else _redact_body(v, secrets))
             for k, v in body.items()
         }
     if isinstance(body, list):
-        return [_redact_body(v) for v in body]
+        return [_redact_body(v, secrets) for v in body]
     if isinstance(body, str):
-        return redact_text(body)
+        return redact_text(body, secrets)
     return body

@@ -242,8 +242,11 @@ class SessionTracker:
             self._last_status = normalised
             return [self._emit("unknown", "status", at, None, status)], False
         target = _STATE_BY_KIND[kind]
+        # After an unknown status, a known one is news even if the state did not change: the last thing the
+        # user was told is the unknown value, so without this "degraded" would stand while the session is live.
+        back_from_unknown = self._last_status is not None and self.table.kind_for_status(self._last_status) == "unknown"
         # Status and events are read moments apart: the status may lag or lead the events of the same poll.
-        if target == self._state or target in self._states_after(fresh):
+        if target in self._states_after(fresh) or (target == self._state and not back_from_unknown):
             self._last_status = normalised
             return [], False
         if kind == "ended":

@@ -84,7 +84,8 @@ class Transport:
             ) as resp:
                 status = resp.status
                 length = resp.content_length
-                if length is not None and length <= self._max_body:
+                # Content-Length counts the compressed bytes; a compressed body is counted as it inflates.
+                if length is not None and length <= self._max_body and "Content-Encoding" not in resp.headers:
                     body = await resp.read()
                 else:
                     body = await self._read_capped(resp, length)
@@ -119,9 +120,9 @@ class Transport:
         too_big = ResponseDecodeError(
             f"HTTP {resp.status}: response larger than {self._max_body} bytes; not read", status_code=resp.status
         )
-        if length is not None:
-            raise too_big
-        # No Content-Length (chunked): count as it comes, and stop reading at the cap.
+        if length is not None and length > self._max_body:
+            raise too_big  # even compressed it is too big; identity or not, refuse before reading
+        # Chunked, or compressed (a small body can inflate a thousandfold): count what comes out, stop at the cap.
         chunks: list[bytes] = []
         size = 0
         async for chunk in resp.content.iter_chunked(64 * 1024):

@@ -47,6 +47,11 @@ __all__ = [
 class SigmaError(Exception):
     """Base class of every error raised by sigma-async."""
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Subclasses take keyword-only fields that Exception's default pickling would drop; keep them, so that
+        # errors cross process pools and copy.copy intact.
+        return (_restore, (type(self), self.args, self.__dict__.copy()))
+
 
 class APIConnectionError(SigmaError):
     """The request got no HTTP answer: refused, reset, DNS failure, TLS failure."""
@@ -161,6 +166,13 @@ def status_error_class(status: int) -> type[APIStatusError]:
     if status >= 500:
         return ServerError
     return _BY_STATUS.get(status, APIStatusError)
+
+
+def _restore(cls: type[SigmaError], args: tuple[Any, ...], state: dict[str, Any]) -> SigmaError:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 def sole_exception(exc: BaseException) -> BaseException:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
+from ._client import STALE_PAGE_LIMIT
 from ._protocol import check_id
 from ._tracker import DEFAULT_TABLE, KindTable, SessionTracker
 from .errors import (
@@ -39,6 +41,9 @@ FIRST_PAGE_SIZE: Final = 100
 INCREMENTAL_PAGE_SIZE: Final = 10
 #: Longest wait between polls while the server keeps failing.
 MAX_BACKOFF: Final = 60.0
+#: Pages one poll may read (100,000 events at the first page size) before it gives up and retries later.
+MAX_PAGES_PER_POLL: Final = 1000
+
 
 
 def is_fatal(exc: SigmaError) -> bool:
@@ -86,32 +91,22 @@ async def _watch_session(
     first_delay: float,
 ) -> AsyncGenerator[Transition, None]:
     session_id = tracker.session_id
-    failures = 0
-    last_ok = time.monotonic()
+    outage = _Outage(f"session {session_id}", interval, max_silence)
     if first_delay > 0:
         await anyio.sleep(first_delay)
     while True:
         final = tracker.awaiting_final_events
-        try:
-            status = None if final else (await client.sessions.status(session_id)).status
-            events = await _new_events(client, tracker, session_id)
-        except SigmaError as exc:
-            if is_fatal(exc):
-                raise
-            failures += 1
-            silent = time.monotonic() - last_ok
-            if max_silence is not None and silent >= max_silence:
-                raise WatchError(
-                    f"session {session_id}: no good answer from the server for {silent:.1f}s ({exc})"
-                ) from exc
-            delay = min(MAX_BACKOFF, interval * 2 ** min(failures, 10)) * random.uniform(0.5, 1.0)
-            if max_silence is not None:
-                delay = min(delay, max(0.0, max_silence - silent) + 0.001)
-            logger.info("watch %s: %s; polling again in %.2fs", session_id, _describe(exc), delay)
-            await anyio.sleep(delay)
-            continue
-        failures = 0
-        last_ok = time.monotonic()
+        # A poll is all or nothing: a failure part-way feeds nothing, so faults cannot change what is yielded.
+        with anyio.move_on_after(outage.time_left()) as poll:
+            try:
+                status = None if final else (await client.sessions.status(session_id)).status
+                events = await _new_events(client, tracker, session_id)
+            except SigmaError as exc:
+                await anyio.sleep(outage.delay_after(exc))
+                continue
+        if poll.cancelled_caught:
+            raise outage.silence()  # one hung poll outlasted max_silence
+        outage.end()
         for transition in tracker.feed(status, events, datetime.now(timezone.utc)):
             yield transition
         if tracker.ended:
@@ -120,26 +115,37 @@ async def _watch_session(
             await anyio.sleep(interval * random.uniform(1.0 - jitter, 1.0 + jitter))
 
 
+class _IncompleteRead(SigmaError):
+    """A poll could not read back to the events it had seen: retried later like any transient failure."""
+
+
 async def _new_events(client: SigmaClient, tracker: SessionTracker, session_id: str) -> list[Event]:
-    """Events newest-first, page by page, until one that was read before: a burst of any size is read whole."""
-    per_page = FIRST_PAGE_SIZE if tracker.watermark is None else INCREMENTAL_PAGE_SIZE
-    found: list[Event] = []
-    seen_ids: set[str] = set()
-    page_number = 1
-    while True:
+    """The events not read before, newest first, page by page: a burst of any size is read whole.
+
+    The listing is sorted by ``updatedAt`` (the API page's order), and ``createdAt <= updatedAt``: so the first
+    event updated before the newest one already yielded ends the read, and every event after it is older too.
+    """
+    watermark = tracker.watermark
+    per_page = FIRST_PAGE_SIZE if watermark is None else INCREMENTAL_PAGE_SIZE
+    found: dict[str, Event] = {}
+    stale_pages = 0
+    for page_number in range(1, MAX_PAGES_PER_POLL + 1):
         page = await client.events.list(session_id, page=page_number, per_page=per_page)
         fresh = 0
         for event in page.data:
-            if tracker.is_older(event):
-                return found
-            if event.id not in seen_ids:
-                seen_ids.add(event.id)
-                found.append(event)
+            if watermark is not None and (event.updated_at or event.created_at) < watermark:
+                return list(found.values())
+            if event.id not in found:
+                found[event.id] = event
                 fresh += 1
-        # A short page is the last; a page with nothing new means the server repeats itself.
-        if len(page.data) < per_page or fresh == 0:
-            return found
-        page_number += 1
+        if len(page.data) < per_page:
+            return list(found.values())
+        # A page of nothing new is a page shifted down by events written since page 1 (go on), or a server
+        # repeating itself (give up after a few). Stopping at the first would skip the unread events below it.
+        stale_pages = stale_pages + 1 if fresh == 0 else 0
+        if stale_pages >= STALE_PAGE_LIMIT:
+            raise _IncompleteRead(f"session {session_id}: the events listing repeats the same page")
+    raise _IncompleteRead(f"session {session_id}: more than {MAX_PAGES_PER_POLL} pages of new events in one poll")
 
 
 def watch_channel(
@@ -173,30 +179,28 @@ async def _watch_channel(
     first_delay: float,
 ) -> AsyncGenerator[Transition, None]:
     done: str | None = None
+    outage = _Outage(f"channel {channel_id}", interval, max_silence)
     if first_delay > 0:
         await anyio.sleep(first_delay)
-    failures = 0
-    last_ok = time.monotonic()
     while True:
-        try:
-            session_id = (await client.channels.get(channel_id)).current_session_id
-        except SigmaError as exc:
-            if is_fatal(exc):
-                raise
-            failures += 1
-            silent = time.monotonic() - last_ok
-            if max_silence is not None and silent >= max_silence:
-                raise WatchError(f"channel {channel_id}: no good answer for {silent:.1f}s ({exc})") from exc
-            await anyio.sleep(min(MAX_BACKOFF, interval * 2 ** min(failures, 10)) * random.uniform(0.5, 1.0))
-            continue
-        failures = 0
-        last_ok = time.monotonic()
+        with anyio.move_on_after(outage.time_left()) as poll:
+            try:
+                session_id = (await client.channels.get(channel_id)).current_session_id
+            except SigmaError as exc:
+                await anyio.sleep(outage.delay_after(exc))
+                continue
+        if poll.cancelled_caught:
+            raise outage.silence()
+        outage.end()
         if session_id and session_id != done:
-            async for transition in watch_session(
+            session = watch_session(
                 client, session_id, interval=interval, max_silence=max_silence, channel_id=channel_id,
                 table=table, jitter=jitter,
-            ):
-                yield transition
+            )
+            # aclosing: leaving this generator early must close the inner one here, not in a finaliser task.
+            async with contextlib.aclosing(session) as transitions:
+                async for transition in transitions:
+                    yield transition
             done = session_id
             continue
         await anyio.sleep(interval * random.uniform(1.0 - jitter, 1.0 + jitter))
@@ -214,10 +218,57 @@ async def wait_for(
     if kind not in KINDS:
         raise ValueError(f"unknown transition kind {kind!r}; kinds are {sorted(KINDS)}")
     with anyio.fail_after(timeout):
-        async for transition in watch_session(client, session_id, **watch_kw):
-            if transition.kind == kind:
-                return transition
+        async with contextlib.aclosing(watch_session(client, session_id, **watch_kw)) as transitions:
+            async for transition in transitions:
+                if transition.kind == kind:
+                    return transition
     raise WatchError(f"session {session_id} ended before any {kind!r} transition")
+
+
+class _Outage:
+    """Failures in a row and the time since the last good answer: when to poll again, or when to give up."""
+
+    def __init__(self, what: str, interval: float, max_silence: float | None) -> None:
+        self.what = what
+        self.interval = interval
+        self.max_silence = max_silence
+        self.failures = 0
+        self.last_ok = time.monotonic()
+        self.last_error: SigmaError | None = None
+
+    def end(self) -> None:
+        self.failures = 0
+        self.last_ok = time.monotonic()
+        self.last_error = None
+
+    def time_left(self) -> float | None:
+        """Seconds the next poll may take before the silence is too long (None: no limit)."""
+        if self.max_silence is None:
+            return None
+        return max(0.0, self.max_silence - (time.monotonic() - self.last_ok))
+
+    def silence(self) -> WatchError:
+        silent = time.monotonic() - self.last_ok
+        why = f" ({self.last_error})" if self.last_error else " (no answer)"
+        error = WatchError(f"{self.what}: no good answer from the server for {silent:.1f}s{why}")
+        error.__cause__ = self.last_error
+        return error
+
+    def delay_after(self, exc: SigmaError) -> float:
+        """Seconds to wait before the next poll; raises ``exc`` if fatal, ``WatchError`` past ``max_silence``."""
+        if is_fatal(exc):
+            raise exc
+        self.failures += 1
+        self.last_error = exc
+        left = self.time_left()
+        if left is not None and left <= 0:
+            raise self.silence()
+        # Exponential from the interval, half-jittered, capped: a struggling server is not hammered in step.
+        delay = min(MAX_BACKOFF, self.interval * 2.0 ** min(self.failures, 10)) * random.uniform(0.5, 1.0)
+        if left is not None:
+            delay = min(delay, left + 0.001)  # wake in time to give up on schedule
+        logger.info("watch %s: %s; polling again in %.2fs", self.what, _describe(exc), delay)
+        return delay
 
 
 def _check_interval(interval: float, jitter: float) -> None:

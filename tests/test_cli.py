@@ -386,6 +386,13 @@ def test_emulator_subcommand_serves_until_interrupted() -> None:
         proc.stderr.close()
 
 
+@pytest.mark.parametrize(("flag", "value"), [("--port", "99999"), ("--speed", "0"), ("--port", "many")])
+def test_emulator_subcommand_refuses_bad_values_as_usage_errors(flag: str, value: str) -> None:
+    result = run(None, "emulator", flag, value, env=clean_env(), timeout=30)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr and flag in result.stderr
+
+
 def test_demo_runs_a_session_to_its_end_in_seconds() -> None:
     began = time.monotonic()
     result = ok(run(None, "demo", "--channels", "4", env=clean_env(), timeout=60))

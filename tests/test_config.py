@@ -111,3 +111,22 @@ def test_what_is_retried() -> None:
 
 def test_logger_is_the_package_logger() -> None:
     assert logging.getLogger("sigma_async").name == "sigma_async"
+
+
+def test_errors_survive_pickling_and_copying() -> None:
+    import copy
+    import pickle
+
+    from sigma_async import NotFoundError, ResponseDecodeError, WatchError
+
+    errors = [
+        NotFoundError("gone", status_code=404, body={"message": "gone"}, request_id="r1", method="GET", path="/x"),
+        RateLimitError("slow", status_code=429, retry_after=3.0),
+        APIConnectionError("refused", method="GET", path="/x", sent=False),
+        ResponseDecodeError("bad", status_code=200, snippet="<html>"),
+        WatchError("silent"),
+    ]
+    for error in errors:
+        for clone in (pickle.loads(pickle.dumps(error)), copy.copy(error)):
+            assert type(clone) is type(error) and str(clone) == str(error)
+            assert vars(clone) == vars(error)

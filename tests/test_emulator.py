@@ -246,6 +246,21 @@ async def test_interrupted_and_restored_signal(api: Api, emu: Emulator) -> None:
     assert actions[:2] == ["signal_restored", "signal_interrupted"]
 
 
+async def test_a_session_whose_encoder_never_comes_ends_after_stop_timeout(api: Api, emu: Emulator) -> None:
+    cid = (await api.create(stop_timeout=30))["id"]
+    sid = (await api.call("PATCH", f"/channels/{cid}/start")).body["currentSessionId"]
+    emu.clock.advance(29.9)
+    assert emu.sessions[sid].status == "initializing"
+    emu.clock.advance(0.2)
+    assert emu.sessions[sid].ended and emu.sessions[sid].events[-1].actor == "system"
+    # An encoder that connects in time disarms it.
+    cid2 = (await api.create(stop_timeout=30))["id"]
+    sid2 = (await api.call("PATCH", f"/channels/{cid2}/start")).body["currentSessionId"]
+    emu.connect_publisher(cid2)
+    emu.clock.advance(3600)
+    assert not emu.sessions[sid2].ended
+
+
 async def test_lost_signal_ends_the_session_after_stop_timeout(api: Api, emu: Emulator) -> None:
     cid = (await api.create(stop_timeout=30))["id"]
     sid = (await api.call("PATCH", f"/channels/{cid}/start")).body["currentSessionId"]

@@ -87,7 +87,8 @@ async def test_provision_catchup_creates_starts_and_follows_to_the_end() -> None
         emu.connect_publisher(p.channel_id)
         await emu.wait_for(lambda: emu.journal.count("GET /events") >= 3)
         await client.channels.stop(p.channel_id)
-        await asyncio.wait_for(follower, 5)
+        seen = await asyncio.wait_for(follower, 5)
+    assert [t.kind for t in seen] == ["stable", "stopped", "ended"]  # from live on, each once
     assert catchup_playlist_url("https://s3.test/vod", p.session_id).endswith(
         f"/vod/sigma-livestream/{p.session_id}/catchup/master-catchup.m3u8"
     )

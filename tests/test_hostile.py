@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import time
 from collections.abc import AsyncIterator
@@ -187,7 +188,7 @@ async def test_a_server_repeating_a_page_forever_cannot_loop_the_listing(server:
                                           for i in range(100)], "total": 10**9})
     async with client_for(server) as client:
         events = [e async for e in client.events.iter("s")]
-    assert len(events) == 100 and len(server.requests) == 2
+    assert len(events) == 100 and len(server.requests) == 4
 
 
 async def test_a_huge_answer_is_capped_not_read_whole(server: Recorder) -> None:
@@ -197,6 +198,18 @@ async def test_a_huge_answer_is_capped_not_read_whole(server: Recorder) -> None:
         for _ in range(2):  # with a Content-Length, then chunked without one
             with pytest.raises(ResponseDecodeError, match="larger than 1000000 bytes"):
                 await client.sessions.list("c")
+
+
+async def test_a_compressed_bomb_is_capped_as_it_inflates(server: Recorder) -> None:
+    inflated = b'{"data": [' + b'{"id": "x"},' * 2_000_000 + b'{"id": "y"}]}'  # 24 MB from about 50 KB
+    bomb = gzip.compress(inflated)
+    assert len(bomb) < 100_000
+    server.reply(Reply(200, bomb, headers={"Content-Encoding": "gzip"}))
+    server.reply(Reply(200, gzip.compress(samples.SESSIONS), headers={"Content-Encoding": "gzip"}))
+    async with client_for(server, max_response_bytes=1_000_000) as client:
+        with pytest.raises(ResponseDecodeError, match="larger than 1000000 bytes"):
+            await client.sessions.list("c")
+        assert len((await client.sessions.list("c")).data) == 2  # an honest compressed answer still decodes
 
 
 async def test_a_slow_loris_answer_hits_the_timeout(server: Recorder) -> None:

@@ -216,12 +216,15 @@ def test_a_failed_status_read_changes_nothing() -> None:
     assert tracker.state == "live"
 
 
-def test_an_unknown_status_is_yielded_once_per_change() -> None:
+def test_an_unknown_status_is_yielded_once_per_change_and_the_way_back_too() -> None:
     tracker = SessionTracker(SID)
     out = run(tracker, [("live", [], obs(1)), ("warming", [], obs(2)), ("Warming", [], obs(3)), ("live", [], obs(4))])
-    assert kinds(out) == ["live", "unknown"]
+    # Back to live after the unknown status: the user's last word was "warming", so live is news again.
+    assert kinds(out) == ["live", "unknown", "live"]
+    assert [t.source for t in out] == ["status"] * 3
     assert tracker.state == "live"
-    assert kinds(tracker.feed("paused", [], obs(5)) + tracker.feed("warming", [], obs(6))) == ["unknown", "unknown"]
+    assert tracker.feed("live", [], obs(5)) == []
+    assert kinds(tracker.feed("paused", [], obs(6)) + tracker.feed("warming", [], obs(7))) == ["unknown", "unknown"]
 
 
 def test_status_explained_by_the_polls_events_yields_nothing_extra() -> None:

@@ -7,11 +7,14 @@ import gc
 import time
 import warnings
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from _recorder import Reply, recording_server
 
+import sigma_async
 from sigma_async import (
     AuthenticationError,
     Ended,
@@ -167,7 +170,23 @@ async def test_cancelling_a_watch_is_prompt_and_leaves_nothing_behind(emu: Emula
         del watch, client
         gc.collect()
     assert not [w for w in caught if "nclosed" in str(w.message)]
-    assert [t for t in asyncio.all_tasks() if "sigma-async" in t.get_name()] == []
+    assert sdk_tasks() == []
+
+
+def sdk_tasks() -> list[asyncio.Task[Any]]:
+    """Live tasks running SDK code (the emulator's own tasks aside), including async-generator finalisers."""
+    package = Path(sigma_async.__file__).parent
+    found = []
+    for task in asyncio.all_tasks():
+        if task is asyncio.current_task() or task.done():
+            continue
+        code = getattr(task.get_coro(), "cr_code", None) or getattr(task.get_coro(), "ag_code", None)
+        filename = Path(code.co_filename) if code else None
+        if "athrow" in repr(task.get_coro()) or (
+            filename and package in filename.parents and "testing" not in filename.parts
+        ):
+            found.append(task)
+    return found
 
 
 async def test_fatal_errors_raise_at_once(emu: Emulator, client: SigmaClient) -> None:
@@ -182,6 +201,17 @@ async def test_fatal_errors_raise_at_once(emu: Emulator, client: SigmaClient) ->
             async for _ in bad.watch_session(sid, interval=FAST):
                 pass
     assert emu.journal.count("GET /sessions/{id}/status") == 2  # one request each: no retries
+
+
+async def test_max_silence_bounds_a_poll_that_hangs(emu: Emulator) -> None:
+    _, sid = await new_session(emu)
+    emu.faults.add("*", Fault(latency=30), probability=1.0)  # every answer would take 30 s
+    async with emu.client(timeout=20) as client:
+        started = time.monotonic()
+        with pytest.raises(WatchError, match="no good answer"):
+            async for _ in client.watch_session(sid, interval=FAST, max_silence=0.3):
+                pass
+        assert time.monotonic() - started < 1.5
 
 
 async def test_max_silence_raises_watch_error_when_the_server_stays_down(emu: Emulator, client: SigmaClient) -> None:
@@ -239,18 +269,29 @@ async def test_monitor_200_sessions_delivers_every_transition_once(emu: Emulator
     expected: dict[str, list[str]] = {}
     for i in range(200):
         _, sid = await new_session(emu, f"m{i}")
-        actions = ["start", "stable"] + (["signal_interrupted", "signal_restored"] if i % 3 == 0 else [])
-        events = [emu.add_event(sid, a) for a in [*actions, "ended"]]
-        emu.set_status(sid, "ended")
-        expected[sid] = [emu.sessions[sid].events[0].id] + [e.id for e in events]
+        expected[sid] = [emu.sessions[sid].events[0].id]  # the initialize event of the start
     got: dict[str, list[str]] = {sid: [] for sid in expected}
-    async with (
-        emu.client(retry=QUICK_RETRY, max_connections=20) as client,
-        client.monitor(session_ids=list(expected), interval=0.2) as monitor,
-    ):
+
+    async def consume(monitor: Any) -> None:
         async for t in monitor:
             assert t.event is not None
             got[t.session_id].append(t.event.id)
+
+    async with (
+        emu.client(retry=QUICK_RETRY, max_connections=20) as client,
+        client.monitor(session_ids=list(expected), interval=0.1) as monitor,
+    ):
+        consumer = asyncio.create_task(consume(monitor))
+        # While every session is being watched, events arrive in three rounds: each must come out once.
+        for round_actions in (["start", "stable"], ["signal_interrupted", "signal_restored"], ["ended"]):
+            await emu.wait_for(lambda: got == expected, timeout=20)
+            for i, sid in enumerate(expected):
+                if round_actions[0] == "signal_interrupted" and i % 3:
+                    continue
+                expected[sid] += [emu.add_event(sid, a).id for a in round_actions]
+                if round_actions == ["ended"]:
+                    emu.set_status(sid, "ended")
+        await asyncio.wait_for(consumer, 20)
     assert got == expected
 
 
@@ -287,6 +328,64 @@ async def test_monitor_error_policy(emu: Emulator, client: SigmaClient) -> None:
     with pytest.raises(NotFoundError):
         async for _ in client.monitor(session_ids=["missing"], interval=FAST):
             pass
+
+
+async def test_removing_a_session_drops_what_it_left_in_the_buffer(emu: Emulator, client: SigmaClient) -> None:
+    sids = []
+    for name in ("keep", "drop"):
+        _, sid = await new_session(emu, name)
+        for _ in range(20):
+            emu.add_event(sid, "stable")
+        emu.add_event(sid, "ended")
+        emu.set_status(sid, "ended")
+        sids.append(sid)
+    keep, drop = sids
+    after_removal: list[str] = []
+    async with client.monitor(session_ids=sids, interval=FAST, stagger=False) as monitor:
+        first = await monitor.__anext__()
+        # Both watches have read everything into the buffer (a slow consumer): then one is removed.
+        await emu.wait_for(lambda: monitor._core.receive.statistics().current_buffer_used >= 40)
+        monitor.remove_session(drop)
+        after_removal = [t.session_id async for t in monitor]
+    assert drop not in after_removal
+    assert after_removal.count(keep) == 22 - (first.session_id == keep)
+
+
+async def test_wait_for_and_watch_channel_leave_no_finaliser_behind(emu: Emulator, client: SigmaClient) -> None:
+    channel_id, sid = await new_session(emu)
+    emu.connect_publisher(channel_id)
+    assert (await client.wait_for(sid, "stable", interval=FAST)).kind == "stable"
+    follower = client.watch_channel(channel_id, interval=FAST)
+    assert (await follower.__anext__()).session_id == sid
+    await follower.aclose()
+    await asyncio.sleep(0)  # one loop turn: a finaliser task would have been scheduled by now
+    assert sdk_tasks() == []
+
+
+async def test_a_page_shifted_by_a_whole_page_mid_poll_loses_nothing() -> None:
+    """Ten events land between the reads of page 1 and page 2 of one poll: page 2 is page 1 again."""
+
+    def ev(name: str, second: int) -> dict[str, str]:
+        at = f"2024-07-22T11:00:{second:02d}.000Z"
+        return {"id": name, "action": "stable", "createdAt": at, "updatedAt": at}
+
+    old = [ev(f"e{i}", i) for i in range(5)]
+    new = [ev(f"n{i:02d}", 10 + i) for i in range(1, 16)]
+    newest_first = list(reversed(new))
+    end = {**ev("z-end", 59), "action": "ended"}
+    async with recording_server() as server, SigmaClient(
+        username="u", secret_key="k", app_id="a", base_url=server.url
+    ) as client:
+        server.reply(
+            Reply(200, {"status": "live"}), Reply(200, {"data": list(reversed(old))}),  # poll 1: the history
+            Reply(200, {"status": "live"}),
+            Reply(200, {"data": newest_first[:10]}),  # poll 2, page 1
+            Reply(200, {"data": newest_first[:10]}),  # page 2: shifted down by ten new events
+            Reply(200, {"data": newest_first[10:] + list(reversed(old))}),  # page 3: the rest, then the old
+            Reply(200, {"status": "ended"}), Reply(200, {"data": [end, newest_first[0]]}),
+        )
+        got = [t async for t in client.watch_session("s-1", interval=0.01)]
+    assert [t.event.id for t in got if t.event] == [e["id"] for e in old + new] + ["z-end"]
 
 
 async def test_breaking_out_of_a_plain_monitor_loop_stops_its_watches(emu: Emulator, client: SigmaClient) -> None:

@@ -35,8 +35,15 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     """Parse ``argv``, serve until SIGINT or SIGTERM, and return the exit status."""
-    args = build_parser(prog).parse_args(argv)
-    emulator = Emulator(
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    # Checked here so that a bad value is a usage error (exit 2, one line), never a traceback.
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port must be between 0 and 65535, got {args.port}")
+    if not args.speed > 0:
+        parser.error(f"--speed must be > 0, got {args.speed}")
+    try:
+        emulator = Emulator(
         host=args.host,
         port=args.port,
         username=args.username,
@@ -44,13 +51,16 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         app_id=args.app_id,
         speed=args.speed,
         seed=args.seed,
-    )
+        )
+    except ValueError as exc:  # e.g. credentials the client could not send
+        parser.error(str(exc))
     try:
         asyncio.run(serve(emulator))
     except KeyboardInterrupt:  # where signal handlers are not available (Windows)
         pass
-    except OSError as exc:
-        print(f"emulator: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+    except (OSError, OverflowError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        print(f"emulator: cannot listen on {args.host}:{args.port}: {reason}", file=sys.stderr)
         return 1
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import random
 import string
 import uuid
@@ -51,7 +52,9 @@ class EmulatorState:
         #: Called whenever a session gains a deadline, so a timer task can wake up for it.
         self.on_deadline: Callable[[], object] | None = None
         self._rng = rng or random.Random()
-        self._deadlines: set[str] = set()
+        # (deadline, session id), a heap with stale entries skipped lazily: a request's tick costs O(log n) for
+        # thousands of armed sessions, not a scan of them all.
+        self._deadlines: list[tuple[datetime, str]] = []
 
     # -- channels -------------------------------------------------------------------------------------------
 
@@ -101,6 +104,8 @@ class EmulatorState:
         channel.current_session_id = session.id
         channel.updated_at = now
         self._event(session, EventAction.INITIALIZE, actor="user")
+        # No encoder yet is no signal: without one for stopTimeout seconds the session ends by itself.
+        self._arm_deadline(session, now)
         return channel
 
     def stop_channel(self, channel_id: str) -> ChannelState:
@@ -210,17 +215,26 @@ class EmulatorState:
         if not self._deadlines:
             return []
         now = self.clock.now()
-        due = [s for s in map(self.sessions.__getitem__, self._deadlines) if s.deadline and s.deadline <= now]
-        # Deadlines in order, so that two sessions ending in one jump end in the order they would have.
-        due.sort(key=lambda s: (s.deadline, s.id))
+        due: list[SessionState] = []
+        # Popped in deadline order, so that two sessions ending in one jump end in the order they would have.
+        while self._deadlines and self._deadlines[0][0] <= now:
+            deadline, session_id = heapq.heappop(self._deadlines)
+            session = self.sessions.get(session_id)
+            if session is not None and session.deadline == deadline:
+                due.append(session)
         for session in due:
             self._end(session, actor="system", at=session.deadline)
         return due
 
     def next_deadline(self) -> datetime | None:
         """When the next session would end by itself, if any will."""
-        deadlines = [d for d in (self.sessions[sid].deadline for sid in self._deadlines) if d is not None]
-        return min(deadlines, default=None)
+        while self._deadlines:
+            deadline, session_id = self._deadlines[0]
+            session = self.sessions.get(session_id)
+            if session is not None and session.deadline == deadline:
+                return deadline
+            heapq.heappop(self._deadlines)  # disarmed or re-armed since: stale
+        return None
 
     def new_id(self) -> str:
         return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
@@ -270,14 +284,16 @@ class EmulatorState:
         session.signal_ok = False
         lost = self._event(session, EventAction.SIGNAL_INTERRUPTED, actor="system").created_at
         self._set_status(session, Status.INTERRUPTED)
-        session.deadline = lost + timedelta(seconds=session.channel.stop_timeout)
-        self._deadlines.add(session.id)
+        self._arm_deadline(session, lost)
+
+    def _arm_deadline(self, session: SessionState, signal_gone_at: datetime) -> None:
+        session.deadline = signal_gone_at + timedelta(seconds=session.channel.stop_timeout)
+        heapq.heappush(self._deadlines, (session.deadline, session.id))
         if self.on_deadline is not None:
             self.on_deadline()
 
     def _clear_deadline(self, session: SessionState) -> None:
-        session.deadline = None
-        self._deadlines.discard(session.id)
+        session.deadline = None  # its heap entry is now stale and is skipped when it comes up
 
     def _end(self, session: SessionState, *, actor: str, at: datetime | None = None) -> None:
         if actor == "user":

@@ -60,9 +60,8 @@ class _Control:
         spec = msgspec.json.decode(await request.read(), type=FlipRequest)
         for sid in spec.session_ids:
             session = self.state.session(sid)
-            # Event and status set directly rather than through interrupt_signal(): that arms a stopTimeout
-            # deadline, and the emulator scans every armed deadline on every request, which would make the
-            # server, not the client, the thing measured at thousands of sessions.
+            # Event and status set directly rather than through interrupt_signal(): that would arm a stopTimeout
+            # deadline, and a session ending by itself mid-measurement would change what is measured.
             if session.status == Status.INTERRUPTED:
                 self.state.add_event(sid, EventAction.SIGNAL_RESTORED, actor="system")
                 self.state.set_status(sid, Status.LIVE)

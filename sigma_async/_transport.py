@@ -71,7 +71,9 @@ class Transport:
 
     async def send(self, request: Request) -> Response:
         session = self._session or self._open()
-        url = URL(self._base + request.target, encoded=True)
+        # A plain string, measured cheaper per call in aiohttp than a prebuilt yarl URL; the target is already
+        # percent-encoded with valid escapes only, which yarl keeps as they are.
+        url = self._base + request.target
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("%s %s", request.method, request.path)
         try:

@@ -307,7 +307,7 @@ class Sessions(_Resource):
     def iter(self, channel_id: str, *, per_page: int = ITER_PAGE_SIZE) -> AsyncIterator[Session]:
         """Every session of a channel, newest first, reading pages lazily."""
         proto.build_list_sessions(channel_id, 1, per_page)  # validate now, not at the first ``anext``
-        return _iterate(lambda p: self.list(channel_id, page=p, per_page=per_page), per_page, lambda s: s.id)
+        return _walk_pages(lambda p: self.list(channel_id, page=p, per_page=per_page), per_page, lambda s: s.id)
 
     async def status(self, session_id: str) -> SessionStatus:
         return await self._client._call(proto.build_session_status(session_id), proto.STATUS_DECODER)
@@ -327,10 +327,10 @@ class Events(_Resource):
     def iter(self, session_id: str, *, per_page: int = ITER_PAGE_SIZE) -> AsyncIterator[Event]:
         """Every event of a session, newest first, reading pages lazily."""
         proto.build_list_events(session_id, 1, per_page)
-        return _iterate(lambda p: self.list(session_id, page=p, per_page=per_page), per_page, lambda e: e.id)
+        return _walk_pages(lambda p: self.list(session_id, page=p, per_page=per_page), per_page, lambda e: e.id)
 
 
-async def _iterate(
+async def _walk_pages(
     fetch: Callable[[int], Awaitable[Page[Item]]], per_page: int, key: Callable[[Item], str]
 ) -> AsyncIterator[Item]:
     """Walk pages until one is short or empty, yielding each item once.

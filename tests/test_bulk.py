@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -20,16 +19,15 @@ from sigma_async.bulk import run_bounded
 from sigma_async.testing import Emulator, Fault
 
 
+# The fixtures the package ships for its users' own tests, under short names.
 @pytest.fixture
-async def emu() -> AsyncIterator[Emulator]:
-    async with Emulator(manual_clock=True, seed=3) as emulator:
-        yield emulator
+def emu(sigma_emulator: Emulator) -> Emulator:
+    return sigma_emulator
 
 
 @pytest.fixture
-async def client(emu: Emulator) -> AsyncIterator[SigmaClient]:
-    async with emu.client() as c:
-        yield c
+def client(sigma_client: SigmaClient) -> SigmaClient:
+    return sigma_client
 
 
 def specs(count: int, prefix: str = "bulk") -> list[ChannelCreate]:

@@ -105,24 +105,17 @@ class PauseGate:
 
 
 class RetryRunner:
-    """Sends a request, retrying under a ``RetryPolicy``.
+    """Retries a request under a ``RetryPolicy`` once its first attempt has failed.
 
-    The first attempt is a plain call: tenacity's machinery costs about a fifth of a request's client CPU, so
-    it is entered only after a retryable failure. ``CancelledError`` is never caught.
+    The caller makes the first attempt itself (``SigmaClient.send``): tenacity's machinery costs about a fifth
+    of a request's client CPU, so it is entered only after a retryable failure. ``CancelledError`` is never
+    caught.
     """
 
     def __init__(self, policy: RetryPolicy, gate: PauseGate, sleep: Sleep) -> None:
         self.policy = policy
         self.gate = gate
         self._sleep = sleep
-
-    async def run(self, send: Send, request: Request) -> Response:
-        if self.gate.until:
-            await self.gate.wait()
-        try:
-            return await send(request)
-        except SigmaError as exc:
-            return await self.recover(send, request, exc)
 
     async def recover(self, send: Send, request: Request, first: SigmaError) -> Response:
         """After the first attempt failed with ``first``: retry under the policy, or raise ``first``."""

@@ -44,13 +44,13 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         parser.error(f"--speed must be > 0, got {args.speed}")
     try:
         emulator = Emulator(
-        host=args.host,
-        port=args.port,
-        username=args.username,
-        secret_key=args.secret_key,
-        app_id=args.app_id,
-        speed=args.speed,
-        seed=args.seed,
+            host=args.host,
+            port=args.port,
+            username=args.username,
+            secret_key=args.secret_key,
+            app_id=args.app_id,
+            speed=args.speed,
+            seed=args.seed,
         )
     except ValueError as exc:  # e.g. credentials the client could not send
         parser.error(str(exc))

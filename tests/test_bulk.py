@@ -19,12 +19,6 @@ from sigma_async.bulk import run_bounded
 from sigma_async.testing import Emulator, Fault
 
 
-# The fixtures the package ships for its users' own tests, under short names.
-@pytest.fixture
-def emu(sigma_emulator: Emulator) -> Emulator:
-    return sigma_emulator
-
-
 @pytest.fixture
 def client(sigma_client: SigmaClient) -> SigmaClient:
     return sigma_client

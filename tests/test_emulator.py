@@ -62,11 +62,6 @@ class Api:
 
 
 @pytest.fixture
-async def emu(sigma_emulator: Emulator) -> Emulator:
-    return sigma_emulator
-
-
-@pytest.fixture
 async def api(emu: Emulator) -> AsyncIterator[Api]:
     async with aiohttp.ClientSession() as http:
         yield Api(http, emu)

@@ -42,6 +42,10 @@ class Transition(msgspec.Struct, tag_field="kind", kw_only=True, frozen=True):
     that event. ``at`` is the server's time for events and the observation time for status changes.
     ``previous`` is the kind yielded before this one for the same session (None for the first).
     ``cursor`` is opaque: pass it as ``since=`` to resume a watch right after this transition.
+    ``id`` is stable and unique across sessions: a transition read again from the same server history (by a
+    watcher resuming from an earlier cursor, or by another process) has the same ``id``, so receivers can
+    drop repeats by it. Event transitions take it from the event's id; status transitions from the session
+    and the state reached.
     """
 
     kind: ClassVar[str] = ""
@@ -53,6 +57,7 @@ class Transition(msgspec.Struct, tag_field="kind", kw_only=True, frozen=True):
     at: datetime
     previous: str | None = None
     cursor: str = ""
+    id: str = ""
 
     @property
     def is_terminal(self) -> bool:

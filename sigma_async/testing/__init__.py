@@ -15,6 +15,7 @@ from ._app import BASE_PATH
 from ._clock import Clock
 from ._emulator import DEFAULT_APP_ID, DEFAULT_SECRET_KEY, DEFAULT_USERNAME, Emulator
 from ._faults import ROUTES, Fault, FaultPlan, FaultRule, Journal, JournalEntry
+from ._nats import NatsServer, find_nats_server
 from ._standalone import build_parser, main, serve
 from ._state import ChannelState, EmulatorError, EmulatorState, SessionState
 
@@ -34,8 +35,10 @@ __all__ = [
     "FaultRule",
     "Journal",
     "JournalEntry",
+    "NatsServer",
     "SessionState",
     "build_parser",
+    "find_nats_server",
     "main",
     "serve",
 ]

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from .models import ChannelCreate, Machine, S3Destination
+from ..models import ChannelCreate, Machine, S3Destination
 
 __all__ = ["InvalidSpec", "SpecError", "SpecItem", "parse_specs"]
 

@@ -1,4 +1,4 @@
-"""What each ``sigma-async`` subcommand does, given an open client; ``cli.py`` parses and dispatches."""
+"""What each ``sigma-async`` subcommand does, given an open client; ``_main`` parses and dispatches."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from ._cli_output import Output, channel_fields, failure_record, fmt_time, to_json
-from ._cli_specs import SpecError, SpecItem, parse_specs
-from ._client import SigmaClient
-from .errors import SigmaError
-from .models import Channel, ChannelCreate, S3Destination
-from .transitions import Transition, Unknown
+from .._client import SigmaClient
+from ..errors import SigmaError
+from ..models import Channel, ChannelCreate, S3Destination
+from ..transitions import Transition, Unknown
+from ._output import Output, channel_fields, failure_record, fmt_time, to_json
+from ._specs import SpecError, SpecItem, parse_specs
 
 __all__ = [
     "S3_SECRET_ENV",

@@ -8,11 +8,11 @@ from datetime import datetime
 
 import anyio
 
-from ._cli_output import Output
-from ._client import SigmaClient
-from .models import Channel, ChannelCreate, S3Destination, catchup_playlist_url
-from .testing import Emulator
-from .transitions import Transition
+from .._client import SigmaClient
+from ..models import Channel, ChannelCreate, S3Destination, catchup_playlist_url
+from ..testing import Emulator
+from ..transitions import Transition
+from ._output import Output
 
 __all__ = ["DEMO_S3", "run_demo"]
 

@@ -1,22 +1,24 @@
-"""The ``sigma-async`` command line (also ``python -m sigma_async``): argparse over the client, thin."""
+"""The ``sigma-async`` command tree and its dispatch: argparse over the client, thin."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from . import _cli_commands as cmd
-from ._cli_output import Output, describe_error
-from ._client import SigmaClient
-from ._version import __version__
-from .errors import SigmaError, sole_exception
+from .._client import SigmaClient
+from .._version import __version__
+from ..errors import SigmaError, sole_exception
+from . import _commands as cmd
+from ._extras import install_hint
+from ._output import Output, describe_error
 
-__all__ = ["build_parser", "main"]
+__all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
 Handler = Callable[[SigmaClient, argparse.Namespace, Output], Awaitable[int]]
 
@@ -40,6 +42,15 @@ there is no "channels list": the Sigma API has no endpoint that lists channels. 
 exit status: 0 ok, 1 the operation failed (API error, failed bulk item), 2 usage error, 130 interrupted.
 """
 
+
+#: Modules that each add one top-level command with options of its own, in the order ``--help`` lists them.
+#: Each defines ``add_parser(commands, common) -> argparse.ArgumentParser``: ``commands`` is the top-level
+#: subparsers object, ``common`` the parser of the common options, to pass as ``parents=[common]`` so that
+#: ``--json``, credentials etc. work after the command too. The command's parser sets its handler with
+#: ``set_defaults(handler=run)``, where ``async def run(client, args, out) -> int`` gets an open
+#: ``SigmaClient`` (credentials and base URL already resolved), the parsed ``args`` and the ``Output``.
+#: A module not present is skipped; one that needs an extra not installed becomes a command that names it.
+COMMAND_MODULES: tuple[str, ...] = ("sigma_async.cli._relay",)
 
 LEAF_EPILOG = "Common options (--json, --timeout, -v, credentials) go before or after the command: see sigma-async -h."
 
@@ -131,7 +142,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo = leaf(commands, "demo", None, "a tour in a few seconds against an embedded emulator; no account needed")
     demo.add_argument("--channels", type=_count, default=5, help="channels to provision (default: 5)")
     demo.add_argument("--speed", type=_positive, default=30.0, help="emulated clock speed-up (default: 30)")
+
+    for module in COMMAND_MODULES:
+        _add_command_module(commands, common, module)
     return parser
+
+
+def _add_command_module(commands: Any, common: argparse.ArgumentParser, module: str) -> None:
+    try:
+        loaded = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            return  # not part of this installation
+        hint = install_hint(exc.name)
+        if hint is None:
+            raise
+        # The command still shows in --help, and running it says what to install instead of failing obscurely.
+        name = module.rpartition(".")[2].lstrip("_")
+        needed = (exc.name or "").partition(".")[0]
+        stub = commands.add_parser(name, add_help=False, help=f"(needs {needed}: {hint})")
+        stub.set_defaults(missing=f"the {name} command needs {needed}: {hint}")
+        return
+    loaded.add_parser(commands, common)
 
 
 def _common_options(*, shown: bool) -> argparse.ArgumentParser:
@@ -159,8 +191,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status (0 ok, 1 failed, 2 usage, 130 interrupted)."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    if getattr(args, "missing", None):
+        Output().error(args.missing)
+        return EXIT_FAILED
     if args.command == "emulator":
-        from .testing import main as emulator_main
+        from ..testing import main as emulator_main
 
         return emulator_main(extra, prog="sigma-async emulator")
     if extra:
@@ -199,7 +234,6 @@ def _report(exc: BaseException, out: Output, secrets: list[str]) -> int:
     logging.getLogger("sigma_async").debug("unexpected failure", exc_info=exc)
     out.error("unexpected " + describe_error(exc, secrets) + " (run with -vv for details)")
     return EXIT_FAILED
-
 
 
 async def _run(args: argparse.Namespace, out: Output, secrets: list[str]) -> int:

@@ -10,9 +10,9 @@ from typing import Any, TextIO
 
 import msgspec
 
-from ._protocol import redact_text
-from .errors import APIStatusError
-from .models import Channel
+from .._protocol import redact_text
+from ..errors import APIStatusError
+from ..models import Channel
 
 try:  # rich is the optional ``cli`` extra: without it, or off a terminal, output is plain text
     from rich.console import Console

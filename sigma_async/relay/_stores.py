@@ -1,0 +1,118 @@
+"""Cursor stores kept in this process's memory or in one local JSON file.
+
+The JetStream key-value store lives in ``_nats.py`` (it needs the ``nats`` extra).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import anyio
+import msgspec
+
+__all__ = ["FileCursorStore", "MemoryCursorStore"]
+
+_cursor_map = msgspec.json.Decoder(dict[str, str])
+
+
+class MemoryCursorStore:
+    """Cursors in a dict: nothing survives the process. For tests, and runs that may start over."""
+
+    def __init__(self, cursors: dict[str, str] | None = None) -> None:
+        self.cursors: dict[str, str] = dict(cursors or {})
+
+    async def load(self, key: str) -> str | None:
+        return self.cursors.get(key)
+
+    async def load_all(self) -> dict[str, str]:
+        return dict(self.cursors)
+
+    async def save(self, key: str, cursor: str) -> None:
+        self.cursors[key] = cursor
+
+    async def aclose(self) -> None:
+        pass
+
+
+class FileCursorStore:
+    """Every session's cursor in one JSON object (``{"<session id>": "<cursor>", ...}``) at ``path``.
+
+    Each save writes the whole map to a temporary file beside it, fsyncs it, renames it over the old one and
+    fsyncs the directory: a ``kill -9`` (or a power cut) at any moment leaves the old map or the new one, never a
+    torn file. Saves that arrive while a write is in flight are committed together by the next write, so many
+    sessions delivering at once share fsyncs. The file is read once, when the store is made. One relay per file:
+    two processes writing it would overwrite each other's cursors (use a ``nats://`` store for replicas).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._cursors = _read(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = anyio.Lock()
+        self._changes = 0  # saves made so far
+        self._written = 0  # saves covered by the file on disk
+
+    async def load(self, key: str) -> str | None:
+        return self._cursors.get(key)
+
+    async def load_all(self) -> dict[str, str]:
+        return dict(self._cursors)
+
+    async def save(self, key: str, cursor: str) -> None:
+        self._cursors[key] = cursor
+        self._changes += 1
+        mine = self._changes
+        async with self._lock:
+            if self._written >= mine:
+                return  # the write that just finished included this save
+            covered = self._changes
+            data = msgspec.json.encode(self._cursors)
+            # In a thread: an fsync can take milliseconds, which would stall every watch on this loop.
+            await anyio.to_thread.run_sync(_replace_atomically, self.path, data)
+            self._written = covered
+
+    async def aclose(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"FileCursorStore({str(self.path)!r})"
+
+
+def _read(path: Path) -> dict[str, str]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    if not data.strip():
+        return {}
+    try:
+        return _cursor_map.decode(data)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"{path}: not a cursor file (a JSON object of session id to cursor): {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"{path}: not a cursor file (invalid JSON): {exc}") from exc
+
+
+def _replace_atomically(path: Path, data: bytes) -> None:
+    directory = path.parent
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    # The rename itself must reach the disk too, or a power cut could bring the old file back.
+    if hasattr(os, "O_DIRECTORY"):
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)

@@ -11,12 +11,15 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import anyio
 import pytest
 
 import sigma_async
-from sigma_async.testing import Emulator, main, serve
+from sigma_async import ChannelCreate, SigmaClient
+from sigma_async.testing import Emulator, Fault, main, serve
 
 REPO = Path(sigma_async.__file__).resolve().parents[1]
 READY = re.compile(r"listening on (http://127\.0\.0\.1:(\d+)) username=(\S+) app_id=(\S+) secret_key=(\S+)")
@@ -98,3 +101,99 @@ def test_main_reports_a_busy_port(capsys: pytest.CaptureFixture[str]) -> None:
         port = taken.getsockname()[1]
         assert main(["--port", str(port)]) == 1
     assert "cannot listen" in capsys.readouterr().err
+
+
+# -- sessions that go live without in-process calls ---------------------------------------------------------------
+
+AUTH = {"Authorization": "Basic " + base64.b64encode(b"emulator:emulator-secret").decode(), "X-App-Id": "emulator-app"}
+
+
+async def test_auto_publish_connects_a_publisher_after_each_start() -> None:
+    async with Emulator(manual_clock=True, auto_publish=5) as emu, emu.client() as client:
+        channel = emu.create_channel("auto", stop_timeout=30)
+        await client.channels.start(channel.id)
+        first = emu.channels[channel.id].current_session_id
+        assert first is not None
+        emu.clock.advance(4.9)
+        assert (await client.sessions.status(first)).status == "initializing"
+        emu.clock.advance(0.1)
+        assert (await client.sessions.status(first)).status == "live"
+        assert [e.action for e in emu.sessions[first].events] == ["initialize", "start", "stable"]
+        # Every start gets its publisher, not just the first.
+        await client.channels.stop(channel.id)
+        await client.channels.start(channel.id)
+        second = emu.channels[channel.id].current_session_id
+        assert second is not None and second != first
+        emu.clock.advance(5)
+        assert (await client.sessions.status(second)).status == "live"
+
+
+async def test_auto_publish_and_stop_timeout_fire_in_time_order_across_a_clock_jump() -> None:
+    async with Emulator(manual_clock=True, auto_publish=5) as emu:
+        soon = emu.create_channel("publisher first", stop_timeout=30)
+        emu.start_channel(soon.id)
+        emu.clock.advance(100)  # past both: the publisher (at 5 s) came before the timeout (at 30 s)
+        assert emu.sessions[emu.channels[soon.id].current_session_id or ""].status == "live"
+    async with Emulator(manual_clock=True, auto_publish=60) as emu:
+        late = emu.create_channel("timeout first", stop_timeout=30)
+        session = emu.start_channel(late.id)
+        emu.clock.advance(100)  # the session ended at 30 s, so the publisher due at 60 s finds nothing to feed
+        assert session.status == "ended" and session.started_at is None
+
+
+async def test_auto_publish_runs_on_the_real_time_clock() -> None:
+    async with Emulator(speed=50, auto_publish=5) as emu:  # 5 emulated seconds: a tenth of a real one
+        session = emu.start_channel(emu.create_channel("real time").id)
+        await emu.wait_for(lambda: session.status == "live", timeout=5)
+
+
+def test_auto_publish_refuses_a_negative_delay() -> None:
+    with pytest.raises(ValueError, match="auto_publish"):
+        Emulator(auto_publish=-1)
+
+
+async def test_control_routes_drive_a_session_over_http() -> None:
+    async with Emulator(manual_clock=True) as emu, aiohttp.ClientSession() as http:
+        channel = emu.create_channel("driven")
+        session = emu.start_channel(channel.id)
+        emu.faults.add("*", Fault(status=503), times=10)  # faults stand for the API, not for the test's own hand
+
+        async def control(key: str, action: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+            url = f"{emu.url}/_emulator/sessions/{key}/{action}"
+            async with http.post(url, headers=AUTH if headers is None else headers) as reply:
+                return reply.status, await reply.json()
+
+        status, body = await control(channel.id, "publish")
+        assert (status, body["id"], body["status"]) == (200, session.id, "live")
+        assert (await control(session.id, "publish"))[0] == 409  # a session id works too; it already has one
+        assert (await control(channel.id, "interrupt"))[1]["status"] == "interrupted"
+        assert (await control(channel.id, "restore"))[1]["status"] == "live"
+        assert (await control(channel.id, "unpublish"))[1]["status"] == "interrupted"
+        status, body = await control("no-such-channel", "publish")
+        assert status == 404 and body["statusCode"] == 404
+        assert (await control(channel.id, "publish", headers={}))[0] == 401  # authenticated like the API
+        assert emu.journal.count("POST /_emulator/sessions/{key}/publish") == 4
+        assert [e.action for e in session.events][-1] == "signal_interrupted"
+
+
+async def test_standalone_auto_publish_makes_a_started_session_go_live() -> None:
+    proc = await _start("--port", "0", "--auto-publish", "0.2")
+    try:
+        assert proc.stdout is not None
+        ready = READY.search((await asyncio.wait_for(proc.stdout.readline(), timeout=20)).decode())
+        assert ready
+        url = ready.group(1)
+        assert b"0.2 s after its channel starts" in await asyncio.wait_for(proc.stdout.readline(), timeout=5)
+        async with SigmaClient(username="emulator", secret_key="emulator-secret", app_id="emulator-app",
+                               base_url=url) as client:
+            channel = await client.channels.create(ChannelCreate(name="auto"))
+            await client.channels.start(channel.id)
+            session_id = (await client.channels.get(channel.id)).current_session_id
+            assert session_id is not None
+            # The first transition of a session on air, from another process that only made HTTP calls.
+            with anyio.fail_after(10):
+                await client.wait_for(session_id, "stable", interval=0.05)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        await asyncio.wait_for(proc.wait(), timeout=10)
+

@@ -15,6 +15,7 @@ from aiohttp.typedefs import Handler
 
 from .._config import Credentials
 from ..models import ChannelCreateBody, Page, SessionStatus
+from ._control import add_control_routes, is_control_route
 from ._faults import Fault, FaultPlan, Journal, JournalEntry
 from ._query import parse_list_query
 from ._state import EmulatorError, EmulatorState
@@ -50,6 +51,7 @@ def build_app(state: EmulatorState, faults: FaultPlan, journal: Journal, credent
     for route, handler in routes.items():
         method, path = route.split(" ", 1)
         app.router.add_route(method, BASE_PATH + path, handler)
+    add_control_routes(app, state)
     return app
 
 
@@ -96,7 +98,7 @@ class _Api:
     ) -> tuple[web.StreamResponse | None, Fault | None]:
         # Timers are also checked here, so a request never sees a session that should have ended already.
         self.state.tick()
-        fault = self.faults.pick(route) if route is not None else None
+        fault = self.faults.pick(route) if route is not None and not is_control_route(route) else None
         if fault is not None and not fault.after:
             if fault.latency:
                 await asyncio.sleep(fault.latency)

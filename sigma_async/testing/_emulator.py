@@ -16,6 +16,7 @@ from .._config import Credentials
 from ..models import Channel, ChannelCreate, Event
 from ._app import BASE_PATH, build_app
 from ._clock import Clock
+from ._control import AutoPublisher
 from ._faults import FaultPlan, Journal
 from ._state import ChannelState, EmulatorState, SessionState
 
@@ -57,6 +58,7 @@ class Emulator:
         seed: int | None = None,
         start_time: datetime | None = None,
         journal_limit: int = 10_000,
+        auto_publish: float | None = None,
     ) -> None:
         self.credentials = Credentials(username=username, secret_key=secret_key, app_id=app_id)
         self.host = host
@@ -74,6 +76,10 @@ class Emulator:
         # A jump of the clock or a new deadline may bring the next timer closer than the timer task expects.
         self.clock.subscribe(self._poke)
         self.state.on_deadline = self._poke
+        #: ``auto_publish=N``: a simulated publisher connects to each session N emulated seconds after its start.
+        self.auto_publisher = AutoPublisher(auto_publish) if auto_publish is not None else None
+        if self.auto_publisher is not None:
+            self.auto_publisher.install(self.state)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 

@@ -30,7 +30,23 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--speed", type=float, default=1.0, help="emulated seconds per real second, for timers (default: %(default)s)"
     )
     parser.add_argument("--seed", type=int, default=None, help="seed ids and random faults, for reproducible runs")
+    parser.add_argument(
+        "--auto-publish", type=float, default=None, metavar="SECONDS",
+        help="a simulated encoder connects to each session this many emulated seconds after its channel starts, "
+        "so the session goes live (default: never; drive sessions with the control routes instead)",
+    )  # fmt: skip
+    parser.epilog = CONTROL_HELP
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
+
+
+CONTROL_HELP = """\
+control routes (authenticated like the API; KEY is a channel id, meaning its open session, or a session id):
+  POST /_emulator/sessions/KEY/publish     an encoder connects: the session goes live
+  POST /_emulator/sessions/KEY/unpublish   the encoder goes away: the session ends after stopTimeout
+  POST /_emulator/sessions/KEY/interrupt   the signal drops
+  POST /_emulator/sessions/KEY/restore     the signal comes back
+"""
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
@@ -42,6 +58,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         parser.error(f"--port must be between 0 and 65535, got {args.port}")
     if not args.speed > 0:
         parser.error(f"--speed must be > 0, got {args.speed}")
+    if args.auto_publish is not None and not 0 <= args.auto_publish < float("inf"):
+        parser.error(f"--auto-publish must be a number of seconds >= 0, got {args.auto_publish}")
     try:
         emulator = Emulator(
             host=args.host,
@@ -51,6 +69,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
             app_id=args.app_id,
             speed=args.speed,
             seed=args.seed,
+            auto_publish=args.auto_publish,
         )
     except ValueError as exc:  # e.g. credentials the client could not send
         parser.error(str(exc))
@@ -89,6 +108,10 @@ async def serve(
                 on_ready(emulator)
             else:
                 print(ready_line(emulator), file=out or sys.stdout, flush=True)
+                if emulator.auto_publisher is not None:
+                    delay = emulator.auto_publisher.delay.total_seconds()
+                    print(f"A simulated encoder connects to each session {delay:g} s after its channel starts.",
+                          file=out or sys.stdout, flush=True)  # fmt: skip
             await stop.wait()
     finally:
         for sig in installed:

@@ -51,6 +51,11 @@ class EmulatorState:
         self.public_url = "http://127.0.0.1"
         #: Called whenever a session gains a deadline, so a timer task can wake up for it.
         self.on_deadline: Callable[[], object] | None = None
+        #: Scheduled actions (``_control.AutoPublisher``): told of each new session, run at the start of every
+        #: ``tick`` (before sessions time out), and their next due time counted in ``next_deadline``.
+        self.on_session_start: Callable[[SessionState], object] | None = None
+        self.before_tick: Callable[[], object] | None = None
+        self.next_scheduled: Callable[[], datetime | None] | None = None
         self._rng = rng or random.Random()
         # (deadline, session id), a heap with stale entries skipped lazily: a request's tick costs O(log n) for
         # thousands of armed sessions, not a scan of them all.
@@ -106,6 +111,8 @@ class EmulatorState:
         self._event(session, EventAction.INITIALIZE, actor="user")
         # No encoder yet is no signal: without one for stopTimeout seconds the session ends by itself.
         self._arm_deadline(session, now)
+        if self.on_session_start is not None:
+            self.on_session_start(session)
         return channel
 
     def stop_channel(self, channel_id: str) -> ChannelState:
@@ -212,6 +219,8 @@ class EmulatorState:
 
     def tick(self) -> list[SessionState]:
         """End every session whose signal has been gone for ``stopTimeout``; returns those ended."""
+        if self.before_tick is not None:
+            self.before_tick()
         if not self._deadlines:
             return []
         now = self.clock.now()
@@ -227,7 +236,12 @@ class EmulatorState:
         return due
 
     def next_deadline(self) -> datetime | None:
-        """When the next session would end by itself, if any will."""
+        """When ``tick`` next has something to do: a session ending by itself, or a scheduled action."""
+        ending = self._next_ending()
+        scheduled = self.next_scheduled() if self.next_scheduled is not None else None
+        return min((t for t in (ending, scheduled) if t is not None), default=None)
+
+    def _next_ending(self) -> datetime | None:
         while self._deadlines:
             deadline, session_id = self._deadlines[0]
             session = self.sessions.get(session_id)

@@ -1,0 +1,109 @@
+"""Driving emulated sessions from outside the process: control routes, and a publisher that connects by itself.
+
+A real session goes ``live`` when an encoder pushes RTMP; the emulator has no RTMP, so a session of a
+standalone emulator (``sigma-async emulator``) is moved by one of these:
+
+- ``AutoPublisher``: ``Emulator(auto_publish=5)`` / ``--auto-publish 5`` connects a simulated publisher to each
+  session 5 emulated seconds after its channel starts.
+- the control routes, authenticated exactly like the API (Basic credentials and ``X-App-Id``), where ``KEY`` is
+  a channel id (meaning its open session) or a session id; each answers the session as ``GET /sessions`` lists it::
+
+      POST /_emulator/sessions/KEY/publish     an encoder connects: the session goes live
+      POST /_emulator/sessions/KEY/unpublish   the encoder goes away: the session ends after stopTimeout
+      POST /_emulator/sessions/KEY/interrupt   the signal drops while the encoder stays connected
+      POST /_emulator/sessions/KEY/restore     the signal comes back
+
+  They answer 404 for an unknown key and 409 when the session cannot do that now (ended, already live, ...).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+
+import msgspec
+from aiohttp import web
+
+from ._state import EmulatorState, SessionState
+
+__all__ = ["CONTROL_PATH", "CONTROL_ROUTES", "AutoPublisher", "add_control_routes", "is_control_route"]
+
+CONTROL_PATH = "/_emulator/sessions/{key}"
+#: What each control route does, by the last segment of its path.
+CONTROL_ROUTES: dict[str, Callable[[EmulatorState, str], SessionState]] = {
+    "publish": EmulatorState.connect_publisher,
+    "unpublish": EmulatorState.disconnect_publisher,
+    "interrupt": EmulatorState.interrupt_signal,
+    "restore": EmulatorState.restore_signal,
+}
+_encoder = msgspec.json.Encoder()
+
+
+def add_control_routes(app: web.Application, state: EmulatorState) -> None:
+    """Serve the control routes on ``app``, whose middleware authenticates them as it does the API's."""
+    for name, action in CONTROL_ROUTES.items():
+        app.router.add_post(f"{CONTROL_PATH}/{name}", _handler(state, action))
+
+
+def is_control_route(route: str) -> bool:
+    """Whether a journal route name (``"POST /_emulator/sessions/{key}/publish"``) is a control route: faults
+    armed for ``"*"`` leave these alone, since they drive the test rather than stand for the API."""
+    return route.startswith("POST /_emulator/")
+
+
+def _handler(
+    state: EmulatorState, action: Callable[[EmulatorState, str], SessionState]
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handle(request: web.Request) -> web.Response:
+        # EmulatorError (404 unknown key, 409 wrong moment) becomes the API's error body in the middleware.
+        session = action(state, request.match_info["key"])
+        return web.Response(body=_encoder.encode(session.to_model()), content_type="application/json")
+
+    return handle
+
+
+class AutoPublisher:
+    """Connects a simulated publisher to each session ``delay`` emulated seconds after its channel starts.
+
+    Installed on an ``EmulatorState``: the state tells it of each new session and runs it before its own
+    timers on every tick, so a publisher due before a session's ``stopTimeout`` connects first, even when a
+    manual clock jumps past both. A session that has had a publisher already, or has ended, is left alone.
+    """
+
+    def __init__(self, delay: float) -> None:
+        if not delay >= 0 or delay == float("inf"):
+            raise ValueError(f"auto_publish must be a non-negative number of seconds, got {delay!r}")
+        self.delay = timedelta(seconds=delay)
+        self._due: list[tuple[datetime, int, str]] = []
+        self._order = itertools.count()  # ties keep the order the sessions started in
+        self._state: EmulatorState | None = None
+
+    def install(self, state: EmulatorState) -> None:
+        self._state = state
+        state.on_session_start = self.session_started
+        state.before_tick = self.run_due
+        state.next_scheduled = self.next_due
+
+    def session_started(self, session: SessionState) -> None:
+        heapq.heappush(self._due, (session.created_at + self.delay, next(self._order), session.id))
+        if self._state is not None and self._state.on_deadline is not None:
+            self._state.on_deadline()  # the real-time timer task sleeps until the earliest timer: wake it
+
+    def next_due(self) -> datetime | None:
+        return self._due[0][0] if self._due else None
+
+    def run_due(self) -> None:
+        state = self._state
+        if state is None:
+            return
+        now = state.clock.now()
+        while self._due and self._due[0][0] <= now:
+            at, _, session_id = heapq.heappop(self._due)
+            session = state.sessions.get(session_id)
+            if session is None or session.ended or session.started_at is not None:
+                continue
+            if session.deadline is not None and session.deadline <= at:
+                continue  # the session timed out before its publisher came: the state's tick ends it
+            state.connect_publisher(session_id)

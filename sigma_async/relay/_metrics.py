@@ -1,8 +1,7 @@
 """The relay's Prometheus metrics and health check, served on ``--metrics-port`` (``/metrics``, ``/healthz``).
 
->>> metrics = RelayMetrics(sink="nats", leases_held=lambda: len(leases.held), healthy=leases.healthy)
->>> relay = Relay(client, sink, store, observer=metrics, ...)
->>> port = await task_group.start(serve_metrics, metrics, 9464)
+>>> async with serve_metrics(9464, relay):   # counts what ``relay`` delivers; its leases and request rate
+...     await relay.run()
 
 Needs the ``metrics`` extra (``prometheus_client``), imported when a ``RelayMetrics`` is made. Each one has its own
 ``CollectorRegistry``, so two relays in one process (or one test after another) never share counters.
@@ -10,16 +9,21 @@ Needs the ``metrics`` extra (``prometheus_client``), imported when a ``RelayMetr
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskStatus
 
 from ..transitions import Transition
 
-__all__ = ["LAG_BUCKETS", "RelayMetrics", "serve_metrics"]
+if TYPE_CHECKING:
+    from ._relay import Relay
+
+__all__ = ["LAG_BUCKETS", "RelayMetrics", "metrics_server", "serve_metrics"]
 
 #: Delivery lag buckets (seconds from a transition's ``at`` to its acceptance): polling puts most of it near one
 #: interval; the tail is outages and failovers.
@@ -122,7 +126,32 @@ class RelayMetrics:
         return prometheus.generate_latest(self.registry), prometheus.CONTENT_TYPE_LATEST
 
 
-async def serve_metrics(
+@contextlib.asynccontextmanager
+async def serve_metrics(port: int, relay: Relay, *, host: str = "0.0.0.0") -> AsyncIterator[RelayMetrics]:
+    """Count what ``relay`` does (it becomes the relay's observer) and serve it on ``port`` while inside.
+
+    Leases held and health come from the relay's ownership when it has them (``ReplicaLeases``), the request
+    rate from ``relay.client.stats`` when the client keeps one.
+    """
+    ownership: Any = relay.ownership
+    held = getattr(ownership, "held", None)
+    metrics = RelayMetrics(
+        sink=type(relay.sink).__name__.removesuffix("Sink").lower() or "sink",
+        leases_held=(lambda: len(ownership.held)) if held is not None else None,
+        request_rate=lambda: _request_rate(relay.client),
+        healthy=getattr(ownership, "healthy", None),
+    )
+    if relay.observer is None:
+        relay.observer = metrics
+    async with anyio.create_task_group() as tg:
+        await tg.start(functools.partial(metrics_server, metrics, port, host=host))
+        try:
+            yield metrics
+        finally:
+            tg.cancel_scope.cancel()
+
+
+async def metrics_server(
     metrics: RelayMetrics,
     port: int,
     *,
@@ -160,6 +189,15 @@ async def serve_metrics(
     finally:
         with anyio.CancelScope(shield=True):
             await runner.cleanup()
+
+
+def _request_rate(client: Any) -> float:
+    """Requests sent over the last second, from ``client.stats`` (a property or a method); NaN without one."""
+    stats = getattr(client, "stats", None)
+    if callable(stats):
+        stats = stats()
+    rate = getattr(stats, "measured_rate", None)
+    return math.nan if rate is None else float(rate)
 
 
 def _reading(source: Callable[[], float] | None) -> Callable[[], float]:

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sigma_async.relay._leases import ReplicaLeases, open_bucket
-from sigma_async.relay._metrics import RelayMetrics, serve_metrics
+from sigma_async.relay._metrics import RelayMetrics, metrics_server
 from sigma_async.testing._nats import NatsServer
 from sigma_async.transitions import Live
 
@@ -44,7 +44,7 @@ class Scraper:
 
 
 async def scraping(metrics: RelayMetrics, tg: Any) -> Scraper:
-    port = await tg.start(lambda task_status: serve_metrics(metrics, 0, host="127.0.0.1", task_status=task_status))
+    port = await tg.start(lambda task_status: metrics_server(metrics, 0, host="127.0.0.1", task_status=task_status))
     return Scraper(aiohttp.ClientSession(), port)
 
 

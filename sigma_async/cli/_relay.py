@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import os
 import signal
 import sys
@@ -90,7 +89,7 @@ async def run(client: SigmaClient, args: argparse.Namespace, out: Output) -> int
                     client, sink, store, session_ids=config.sessions, channel_ids=config.channels,
                     interval=config.interval or 2.0, ownership=ownership, **monitor_kw,
                 )
-                async with _metrics(config.metrics_port, relay), anyio.create_task_group() as tg:
+                async with _metrics(config.metrics_port, relay, out), anyio.create_task_group() as tg:
                     tg.start_soon(_stop_on_signal, relay, name="sigma-async relay signals")
                     ran = True
                     await relay.run()
@@ -127,13 +126,15 @@ async def _ownership(config: RelayConfig, store_spec: str) -> AsyncIterator[Owne
 
 
 @contextlib.asynccontextmanager
-async def _metrics(port: int | None, relay: Relay) -> AsyncIterator[None]:
+async def _metrics(port: int | None, relay: Relay, out: Output) -> AsyncIterator[None]:
+    """Prometheus text and /healthz on --metrics-port while the relay runs (the ``metrics`` extra)."""
     if port is None:
         yield
         return
-    # The metrics module brings prometheus_client (the ``metrics`` extra); _main names the extra if it is missing.
-    metrics: Any = importlib.import_module("sigma_async.relay._metrics")
-    async with metrics.serve_metrics(port, relay):
+    from ..relay._metrics import serve_metrics
+
+    async with serve_metrics(port, relay):
+        out.note(f"relay: metrics on port {port} (/metrics, /healthz)")
         yield
 
 

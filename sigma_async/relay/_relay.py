@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
+from .._protocol import check_id
 from ..errors import AuthenticationError, PermissionDeniedError, SigmaError
 from ..transitions import Transition
 from ..watch import Monitor
@@ -110,8 +111,10 @@ class Relay:
         self.client = client
         self.sink = sink
         self.store: CursorStore = store if store is not None else MemoryCursorStore()
-        # dict.fromkeys: the order given, each key once.
-        self.keys = list(dict.fromkeys([session_key(s) for s in session_ids] + [channel_key(c) for c in channel_ids]))
+        # Checked here, at the call, rather than inside the running monitor. dict.fromkeys: given order, each once.
+        sessions = [session_key(check_id(s, "session id")) for s in session_ids]
+        channels = [channel_key(check_id(c, "channel id")) for c in channel_ids]
+        self.keys = list(dict.fromkeys(sessions + channels))
         self.interval = interval
         self.ownership: Ownership = ownership or OwnEverything()
         self.observer = observer

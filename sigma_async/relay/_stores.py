@@ -51,6 +51,10 @@ class FileCursorStore:
         self.path = Path(path)
         self._cursors = _read(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # A save cut short by a kill leaves its temporary file; the map it held is older than the one read above.
+        for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
         self._lock = anyio.Lock()
         self._changes = 0  # saves made so far
         self._written = 0  # saves covered by the file on disk

@@ -7,10 +7,7 @@
 
 from ._client import Channels, Events, Sessions, SigmaClient
 from ._config import Credentials
-from ._monitor import Monitor
 from ._retry import RetryPolicy
-from ._tracker import DEFAULT_TABLE as DEFAULT_KIND_TABLE
-from ._tracker import KindTable
 from ._version import __version__
 from .bulk import BulkResult
 from .errors import (
@@ -51,6 +48,8 @@ from .models import (
     Status,
     catchup_playlist_url,
 )
+from .watch import DEFAULT_TABLE as DEFAULT_KIND_TABLE
+from .watch import KindTable, Monitor
 from .transitions import (
     AnyTransition,
     Ended,

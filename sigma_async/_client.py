@@ -23,8 +23,8 @@ from .errors import SigmaError
 from .models import Channel, ChannelCreate, Event, Page, Session, SessionStatus
 
 if TYPE_CHECKING:
-    from ._monitor import Monitor
     from .transitions import Transition
+    from .watch import Monitor
 
 __all__ = ["Channels", "Events", "SigmaClient", "Sessions"]
 
@@ -324,6 +324,14 @@ class Events(_Resource):
         request = proto.build_list_events(session_id, page, per_page, sort)
         return await self._client._call(request, proto.EVENT_PAGE_DECODER)
 
+    async def list_app(self, *, page: int = 1, per_page: int = 100, sort: str = proto.DEFAULT_SORT) -> Page[Event]:
+        """Events of every session of the app, newest first: the listing ``poll="feed"`` reads.
+
+        The vendor page documents event listings filtered by session only; this is the same listing without
+        ``q``. A server that refuses it answers with an error (see ``monitor(poll="auto")``).
+        """
+        return await self._client._call(proto.build_list_app_events(page, per_page, sort), proto.EVENT_PAGE_DECODER)
+
     def iter(self, session_id: str, *, per_page: int = ITER_PAGE_SIZE) -> AsyncIterator[Event]:
         """Every event of a session, newest first, reading pages lazily."""
         proto.build_list_events(session_id, 1, per_page)
@@ -358,8 +366,10 @@ async def _walk_pages(
                 continue
             fresh += 1
             yield item
-        # ``total`` is not trusted to stop: a short or empty page is the only sure last page.
-        if len(page.data) < per_page:
+        # ``total`` is not trusted to stop: a short or empty page is the only sure last page. A server that caps
+        # ``perPage`` says so in the page's own ``perPage``: its pages end there, not where we asked.
+        served = page.per_page if page.per_page is not None and 0 < page.per_page < per_page else per_page
+        if len(page.data) < served:
             return
         stale = stale + 1 if fresh == 0 else 0
         if stale >= STALE_PAGE_LIMIT:

@@ -170,6 +170,14 @@ def build_list_events(session_id: str, page: int = 1, per_page: int = 100, sort:
     return Request("GET", _listing("events", _EVENTS_Q, sid, page, per_page, sort), Operation.LIST)
 
 
+def build_list_app_events(page: int = 1, per_page: int = 100, sort: str = DEFAULT_SORT) -> Request:
+    """The events of every session of the app: the listing without ``q`` (see ``Events.list_app``)."""
+    _check_paging(page, per_page)
+    return Request(
+        "GET", f"{API_PREFIX}/events?sort={_quoted_sort(sort)}&page={page}&perPage={per_page}", Operation.LIST
+    )
+
+
 CHANNEL_DECODER: Final = msgspec.json.Decoder(Channel)
 SESSION_PAGE_DECODER: Final = msgspec.json.Decoder(Page[Session])
 EVENT_PAGE_DECODER: Final = msgspec.json.Decoder(Page[Event])

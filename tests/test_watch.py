@@ -150,7 +150,9 @@ async def test_break_and_resume_from_a_cursor_repeats_and_misses_nothing(emu: Em
             break
     rest = [t async for t in client.watch_session(sid, interval=FAST, since=first[-1].cursor)]
     assert shape(first + rest) == shape(everything)
-    assert len(everything) == 8 and isinstance(rest[-1], Ended)
+    # initializing, started, live (before the first signal event), five more events, ended
+    assert len(everything) == 9 and isinstance(rest[-1], Ended)
+    assert [t.kind for t in everything][:4] == ["initializing", "started", "live", "stable"]
 
 
 async def test_cancelling_a_watch_is_prompt_and_leaves_nothing_behind(emu: Emulator) -> None:
@@ -274,6 +276,9 @@ async def test_monitor_200_sessions_delivers_every_transition_once(emu: Emulator
 
     async def consume(monitor: Any) -> None:
         async for t in monitor:
+            if t.source == "status":
+                assert t.kind == "live"  # on air: the one transition of this run that no event carries
+                continue
             assert t.event is not None
             got[t.session_id].append(t.event.id)
 
@@ -348,7 +353,8 @@ async def test_removing_a_session_drops_what_it_left_in_the_buffer(emu: Emulator
         monitor.remove_session(drop)
         after_removal = [t.session_id async for t in monitor]
     assert drop not in after_removal
-    assert after_removal.count(keep) == 22 - (first.session_id == keep)
+    # initializing, live (first seen on air), 20 stable, ended
+    assert after_removal.count(keep) == 23 - (first.session_id == keep)
 
 
 async def test_wait_for_and_watch_channel_leave_no_finaliser_behind(emu: Emulator, client: SigmaClient) -> None:

@@ -95,7 +95,9 @@ class EmulatorState:
         channel = self.channel(channel_id)
         if channel.current_session_id is not None:
             raise EmulatorError(409, f"Channel {channel_id} is already started")
-        now = self.clock.now()
+        # After the channel's last change even when the clock has not moved: a new session is the newest by
+        # updatedAt, as it is on a server whose clock runs.
+        now = max(self.clock.now(), channel.updated_at + _TICK)
         session = SessionState(
             id=self.new_id(),
             channel=channel,

@@ -5,19 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
-from ._protocol import check_id
-from .errors import SigmaError, sole_exception
-from .transitions import Transition
-
-if TYPE_CHECKING:
-    from ._client import SigmaClient
+from .._protocol import check_id
+from ..errors import SigmaError, sole_exception
+from ..transitions import Transition
+from ._api import WatchClient
+from ._channel import watch_channel
+from ._plan import check_poll_mode
+from ._session import watch_session
+from ._tracker import decode_cursor
 
 __all__ = ["Monitor"]
 
@@ -33,17 +35,19 @@ class Monitor:
     ...         if t.kind == "interrupted":
     ...             monitor.add_session(other_id)
 
-    All watches share the client's connection pool and its ``Retry-After`` pause. Sessions and channels can
-    be added and removed while it runs. The iteration ends when nothing is left to watch (every session
-    ended, no channel watched) unless ``stay_open=True``. A watch that fails for good (401/403/404,
-    ``max_silence``) ends the monitor with that error, unless ``on_error(id, error)`` is given: then only that
-    watch stops. Leaving ``async with`` (or ``aclose()``) stops every watch and leaves no task behind; so does
-    dropping a monitor that a plain ``async for`` broke out of.
+    All watches share the client's connection pool, its request budget and its ``Retry-After`` pause. Sessions
+    and channels can be added and removed while it runs. A session watched directly and also reached through
+    a watched channel is reported once, by its direct watch. ``cursors`` maps session ids to cursors to resume
+    from, for sessions added without ``since=`` and for those a channel watch reaches. The iteration ends when
+    nothing is left to watch (every session ended, no channel watched) unless ``stay_open=True``. A watch that
+    fails for good (401/403/404, ``max_silence``) ends the monitor with that error, unless ``on_error(id,
+    error)`` is given: then only that watch stops. Leaving ``async with`` (or ``aclose()``) stops every watch and
+    leaves no task behind; so does dropping a monitor that a plain ``async for`` broke out of.
     """
 
     def __init__(
         self,
-        client: SigmaClient,
+        client: WatchClient,
         *,
         session_ids: Iterable[str] = (),
         channel_ids: Iterable[str] = (),
@@ -52,12 +56,17 @@ class Monitor:
         on_error: ErrorCallback | None = None,
         max_buffer: int = 1024,
         stagger: bool = True,
+        poll: str = "lean",
+        cursors: Mapping[str, str] | None = None,
         **watch_kw: Any,
     ) -> None:
         if not interval > 0:
             raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
+        check_poll_mode(poll, feed_allowed=True)
         # The running tasks hold only the core, so the monitor itself can be dropped (and then stop them).
         self._core = _Core(client, interval, stay_open, on_error, max_buffer, stagger, watch_kw)
+        self._core.cursors = dict(cursors or {})
+        self._core.poll = poll
         for sid in session_ids:
             self.add_session(sid)
         for cid in channel_ids:
@@ -69,8 +78,12 @@ class Monitor:
         return frozenset(self._core.scopes) | frozenset(self._core.queued)
 
     def add_session(self, session_id: str, *, since: str | None = None) -> None:
-        """Watch one more session (no-op if it is already watched)."""
-        self._core.add(("session", check_id(session_id, "session id")), since)
+        """Watch one more session (no-op if it is already watched). A bad ``since`` raises ``ValueError`` here."""
+        sid = check_id(session_id, "session id")
+        since = since if since is not None else self._core.cursors.get(sid)
+        if since is not None:
+            decode_cursor(since, sid)  # now, not later inside the running monitor where it would end every watch
+        self._core.add(("session", sid), since)
 
     def add_channel(self, channel_id: str) -> None:
         """Watch one more channel, following it across its sessions."""
@@ -124,7 +137,7 @@ class _Core:
 
     def __init__(
         self,
-        client: SigmaClient,
+        client: WatchClient,
         interval: float,
         stay_open: bool,
         on_error: ErrorCallback | None,
@@ -151,12 +164,18 @@ class _Core:
         self.tg: TaskGroup | None = None
         self.runner: asyncio.Task[None] | None = None
         self.finished = False
+        self.cursors: dict[str, str] = {}
+        self.poll = "lean"
+        # Sessions a channel watch is reporting now, and by which channel: a session is reported by one watch.
+        self.followed: dict[str, str] = {}
 
     def add(self, key: tuple[str, str], since: str | None) -> None:
         if self.finished:
             raise RuntimeError("this monitor has finished; start a new one")
         if key in self.scopes or key in self.queued:
             return
+        if key[0] == "session" and key[1] in self.followed:
+            return  # a watched channel is reporting this session already: once is enough
         if self.tg is None:
             self.queued[key] = since
         else:
@@ -193,28 +212,43 @@ class _Core:
         delay = random.uniform(0, self.interval) if self.stagger else 0.0
         tg.start_soon(self.watch, key, since, scope, delay, name=f"sigma-async watch {key[0]} {key[1]}")
 
-    async def watch(self, key: tuple[str, str], since: str | None, scope: anyio.CancelScope, delay: float) -> None:
-        from .watch import watch_channel, watch_session
+    def claim(self, session_id: str, channel_id: str) -> bool:
+        """Whether a channel watch may report this session: not if it is watched directly."""
+        if ("session", session_id) in self.scopes or ("session", session_id) in self.queued:
+            return False
+        self.followed[session_id] = channel_id
+        return True
 
+    async def watch(self, key: tuple[str, str], since: str | None, scope: anyio.CancelScope, delay: float) -> None:
         kind, ident = key
+        poll = "lean" if self.poll in ("auto", "feed") else self.poll
         with scope:
             try:
                 if kind == "session":
                     stream = watch_session(
-                        self.client, ident, interval=self.interval, since=since, first_delay=delay, **self.watch_kw
-                    )
+                        self.client, ident, interval=self.interval, since=since, first_delay=delay, poll=poll,
+                        **self.watch_kw,
+                    )  # fmt: skip
                 else:
                     kw = {k: v for k, v in self.watch_kw.items() if k != "since"}
-                    stream = watch_channel(self.client, ident, interval=self.interval, first_delay=delay, **kw)
+                    stream = watch_channel(
+                        self.client, ident, interval=self.interval, first_delay=delay, poll=poll,
+                        since_for=self.cursors.get, claim=lambda sid: self.claim(sid, ident), **kw,
+                    )  # fmt: skip
                 # aclosing: a cancelled send must not leave the generator to be finalised by another task.
                 async with contextlib.aclosing(stream) as transitions:
                     async for transition in transitions:
                         await self.send.send((scope, transition))
+                        if kind == "channel" and transition.is_terminal:
+                            self.followed.pop(transition.session_id, None)
             except SigmaError as exc:
                 if self.on_error is None:
                     raise
                 self.on_error(ident, exc)
             finally:
+                if kind == "channel":
+                    for sid in [s for s, c in self.followed.items() if c == ident]:
+                        del self.followed[sid]
                 if self.scopes.get(key) is scope:
                     del self.scopes[key]
                     self.done_scopes[key] = scope

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from sigma_async.relay import ACCEPTED, Outcome
 from sigma_async.testing import Emulator
@@ -18,7 +19,7 @@ __all__ = ["ScriptedSink", "by_session", "live_session", "no_wait", "run_course"
 
 async def no_wait(seconds: float) -> None:
     """The relay's injected sleep: retry backoff takes no time, but still yields to the loop."""
-    await anyio.sleep(0)
+    await anyio.lowlevel.checkpoint()
 
 
 class ScriptedSink:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,7 +30,7 @@ def assert_in_order_once(records: Sequence[dict[str, Any]]) -> None:
     assert all(ids), "every record carries the transition id"
     assert len(ids) == len(set(ids)), ids
     assert records[0]["previous"] is None
-    for before, after in zip(records, records[1:]):
+    for before, after in itertools.pairwise(records):
         assert after["previous"] == before["kind"], [r["kind"] for r in records]
     assert records[-1]["kind"] == "ended"
 

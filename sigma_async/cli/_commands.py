@@ -12,13 +12,13 @@ from typing import Any, TextIO
 from .._client import SigmaClient
 from ..errors import SigmaError
 from ..models import Channel, ChannelCreate, S3Destination
-from ..transitions import Transition, Unknown
 from ._output import Output, channel_fields, failure_record, fmt_time, to_json
 from ._specs import SpecError, SpecItem, parse_specs
 
 __all__ = [
     "S3_SECRET_ENV",
     "UsageError",
+    "action_record",
     "channels_create",
     "channels_create_many",
     "channels_delete",
@@ -28,8 +28,6 @@ __all__ = [
     "events_list",
     "sessions_list",
     "sessions_status",
-    "transition_line",
-    "watch",
 ]
 
 #: Where ``channels create`` and ``create-many`` find the S3 secret key, so it need not be on a command line.
@@ -73,7 +71,7 @@ async def channels_start(client: SigmaClient, args: argparse.Namespace, out: Out
         out.note(f"started, but could not read the channel back to name its session: {exc}")
         channel = Channel(id=args.channel_id)
     if out.json:
-        out.json_line(channel)
+        out.json_line(action_record(args.channel_id, "start", session_id=channel.current_session_id))
         return 0
     out.text(f"Started channel {channel.id}", style="bold green")
     if channel.current_session_id:
@@ -84,13 +82,13 @@ async def channels_start(client: SigmaClient, args: argparse.Namespace, out: Out
 
 async def channels_stop(client: SigmaClient, args: argparse.Namespace, out: Output) -> int:
     await client.channels.stop(args.channel_id)
-    _done(out, args.channel_id, "stopped")
+    _done(out, args.channel_id, "stop", "Stopped")
     return 0
 
 
 async def channels_delete(client: SigmaClient, args: argparse.Namespace, out: Output) -> int:
     await client.channels.delete(args.channel_id)
-    _done(out, args.channel_id, "deleted")
+    _done(out, args.channel_id, "delete", "Deleted")
     return 0
 
 
@@ -149,10 +147,11 @@ async def sessions_list(client: SigmaClient, args: argparse.Namespace, out: Outp
     async for session in client.sessions.iter(args.channel_id, per_page=_page_size(args.limit)):
         if out.json:
             out.json_line(session)
-        duration = f"{session.duration:g} s" if session.duration is not None else ""
+        # "-" where there is nothing to show: a session that never went on air has no start (startedAt null).
+        duration = f"{session.duration:g} s" if session.duration is not None else "-"
         rows.append([
-            session.id, session.status or "", fmt_time(session.started_at or session.created_at),
-            fmt_time(session.finished_at), duration,
+            session.id, session.status or "-", fmt_time(session.started_at) or "-",
+            fmt_time(session.finished_at) or "-", duration,
         ])  # fmt: skip
         if len(rows) == args.limit:  # checked after, not before, the item: no page is read for nothing
             break
@@ -183,46 +182,6 @@ async def events_list(client: SigmaClient, args: argparse.Namespace, out: Output
     return 0
 
 
-# -- watch ----------------------------------------------------------------------------------------------------
-
-
-async def watch(client: SigmaClient, args: argparse.Namespace, out: Output) -> int:
-    if args.channel:
-        stream = client.watch_channel(args.channel, interval=args.interval)
-        if not out.json:
-            out.note(f"watching channel {args.channel} across its sessions (Ctrl-C to stop)")
-    else:
-        stream = client.watch_session(args.session_id, interval=args.interval, since=args.since)
-        if not out.json:
-            out.note(f"watching session {args.session_id} until it ends (Ctrl-C to stop)")
-    async for transition in stream:
-        if out.json:
-            out.json_line(transition)
-        else:
-            out.text(transition_line(transition), style=KIND_STYLES.get(transition.kind))
-    return 0
-
-
-#: Colours of transition kinds on a terminal.
-KIND_STYLES = {
-    "live": "green",
-    "stable": "green",
-    "restored": "green",
-    "interrupted": "yellow",
-    "stopped": "cyan",
-    "ended": "bold cyan",
-    "unknown": "magenta",
-}
-
-
-def transition_line(t: Transition) -> str:
-    """``2024-07-22 11:34:20Z  5017085c  stable        event   Kênh ổn định``."""
-    detail = (t.event.message or t.event.action) if t.event is not None else ""
-    if isinstance(t, Unknown):
-        detail = f"raw={t.raw!r} {detail}".rstrip()
-    return f"{fmt_time(t.at)}  {t.session_id[:8]}  {t.kind:<12}  {t.source:<6}  {detail}".rstrip()
-
-
 # -- helpers --------------------------------------------------------------------------------------------------
 
 
@@ -233,11 +192,17 @@ def _show_channel(out: Output, channel: Channel) -> None:
         out.fields(channel_fields(channel))
 
 
-def _done(out: Output, channel_id: str, verb: str) -> None:
+def action_record(channel_id: str, action: str, **extra: Any) -> dict[str, Any]:
+    """What ``--json`` prints for start, stop and delete, one shape for all three:
+    ``{"channel_id": ..., "action": "start", "ok": true, "session_id": ...}`` (``session_id`` for start only)."""
+    return {"channel_id": channel_id, "action": action, "ok": True, **extra}
+
+
+def _done(out: Output, channel_id: str, action: str, done: str) -> None:
     if out.json:
-        out.json_line({"id": channel_id, verb: True})
+        out.json_line(action_record(channel_id, action))
     else:
-        out.text(f"{verb.capitalize()} channel {channel_id}", style="bold green")
+        out.text(f"{done} channel {channel_id}", style="bold green")
 
 
 def _s3_from(args: argparse.Namespace) -> S3Destination | None:

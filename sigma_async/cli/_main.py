@@ -15,6 +15,7 @@ from .._client import SigmaClient
 from .._version import __version__
 from ..errors import SigmaError, sole_exception
 from . import _commands as cmd
+from . import _watch
 from ._extras import install_hint
 from ._output import Output, describe_error
 
@@ -130,11 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("session_id", metavar="SESSION")
     ev.add_argument("--limit", type=_count, metavar="N", help="stop after N events")
 
-    watch = leaf(commands, "watch", cmd.watch, "print a session's transitions as they happen, until it ends")
+    watch = leaf(commands, "watch", _watch.watch, "print a session's transitions as they happen, until it ends")
+    watch.set_defaults(client_class=_watch.ReportingClient)
     watch.add_argument("session_id", metavar="SESSION", nargs="?")
     watch.add_argument("--channel", metavar="CHANNEL", help="follow a channel across its sessions instead")
     watch.add_argument("--interval", type=_positive, default=2.0, help="seconds between polls (default: 2)")
     watch.add_argument("--since", metavar="CURSOR", help="resume after this transition's cursor (from --json)")
+    watch.add_argument("--max-silence", type=_positive, metavar="SECONDS",
+                       help="give up (exit status 1) after this long without an answer (default: keep trying)")
 
     # The emulator's options are its own (see `sigma-async emulator --help`); main() passes them through.
     commands.add_parser("emulator", add_help=False, help="serve a fake Sigma API on loopback (--port, --speed, ...)")
@@ -189,6 +193,14 @@ def _common_options(*, shown: bool) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status (0 ok, 1 failed, 2 usage, 130 interrupted)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C before the event loop runs (reading an env file, importing the emulator, ...): quiet too.
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if getattr(args, "missing", None):
@@ -209,7 +221,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Output(json_mode=getattr(args, "json", False))
     secrets = _known_secrets(args)
     try:
-        return asyncio.run(_run(args, out, secrets))
+        # Built before the event loop runs: reading an env file blocks, and a Ctrl-C there must still stop it.
+        client = None if args.command == "demo" else _client_from(args)
+        if client is not None:
+            secrets.extend(client.credentials.secrets())
+        return asyncio.run(_run(args, client, out))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except Exception as exc:
@@ -236,13 +252,11 @@ def _report(exc: BaseException, out: Output, secrets: list[str]) -> int:
     return EXIT_FAILED
 
 
-async def _run(args: argparse.Namespace, out: Output, secrets: list[str]) -> int:
-    if args.command == "demo":
+async def _run(args: argparse.Namespace, client: SigmaClient | None, out: Output) -> int:
+    if client is None:
         from ._demo import run_demo
 
         return await run_demo(out, channels=args.channels, speed=args.speed)
-    client = _client_from(args)
-    secrets.extend(client.credentials.secrets())
     async with client:
         handler: Handler = args.handler
         return await handler(client, args, out)
@@ -255,12 +269,14 @@ def _client_from(args: argparse.Namespace) -> SigmaClient:
     }
     if getattr(args, "allow_insecure_http", False):
         overrides["allow_insecure_http"] = True
+    client_class: type[SigmaClient] = getattr(args, "client_class", SigmaClient)
     try:
-        return SigmaClient.from_env(env_file, **overrides)
+        return client_class.from_env(env_file, **overrides)
     except OSError as exc:
         raise cmd.UsageError(f"cannot read env file {env_file}: {exc.strerror or exc}") from None
     except ValueError as exc:
-        raise cmd.UsageError(str(exc)) from None
+        # The SDK's messages name its arguments; here the user passed flags.
+        raise cmd.UsageError(str(exc).replace("allow_insecure_http=True", "--allow-insecure-http")) from None
 
 
 def _known_secrets(args: argparse.Namespace) -> list[str]:

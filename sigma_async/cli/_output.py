@@ -138,6 +138,15 @@ class Output:
         else:
             self._write(self.stderr, line)
 
+    def warning(self, message: str) -> None:
+        """``warning: ...`` on one line of stderr, yellow on a terminal: something is wrong, and the command
+        carries on."""
+        line = "warning: " + " ".join(message.split())
+        if self._err_console is not None:
+            self._err_console.print(Text(line, style="yellow"), soft_wrap=True)
+        else:
+            self._write(self.stderr, line)
+
     def error(self, message: str) -> None:
         """``error: ...`` on one line of stderr, red on a terminal."""
         line = "error: " + " ".join(message.split())  # one line, whatever the message held

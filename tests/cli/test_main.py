@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -159,3 +161,37 @@ def test_without_an_extra_the_command_line_says_what_to_install() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=clean_env(), timeout=60)
     assert result.returncode == 1, result.stderr
     assert "pip install 'sigma-async[cli]'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_plain_http_is_refused_naming_the_flag_not_the_python_argument() -> None:
+    env = clean_env(SIGMA_USERNAME="u", SIGMA_SECRET_KEY="k", SIGMA_APP_ID="a")
+    refused = one_error_line(run(None, "--base-url", "http://sigma.example", "channels", "get", "x", env=env), code=2)
+    assert "--allow-insecure-http" in refused and "allow_insecure_http" not in refused
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs a named pipe")
+def test_ctrl_c_during_start_up_exits_130_without_a_traceback(tmp_path: Path) -> None:
+    # Reading the env file is start-up, before any request: a pipe that never ends holds the command there.
+    fifo = tmp_path / "sigma.env"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sigma_async", "--env-file", str(fifo), "channels", "get", "x"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(),
+    )  # fmt: skip
+    writer = None
+    try:
+        deadline = time.monotonic() + 30
+        while writer is None:  # opening the write end succeeds once the command has the pipe open to read
+            try:
+                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, "the command never read the env file"
+                time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=15)
+    finally:
+        if writer is not None:
+            os.close(writer)
+        proc.kill() if proc.poll() is None else None
+        proc.wait()
+    assert proc.returncode == 130 and "Traceback" not in err, err

@@ -8,12 +8,11 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,13 +22,13 @@ from anyio.abc import TaskGroup, TaskStatus
 from .._protocol import check_id
 from ..errors import AuthenticationError, PermissionDeniedError, SigmaError
 from ..transitions import Transition
-from ..watch import Monitor
 from ._base import CursorStore, Observer, Outcome, Ownership, OwnEverything, Sink, channel_key, parse_key, session_key
 from ._records import encode_record
 from ._stores import MemoryCursorStore
 
 if TYPE_CHECKING:
     from .._client import SigmaClient
+    from ..watch import Monitor
 
 __all__ = ["Backoff", "Relay", "RelayStats"]
 
@@ -127,7 +126,6 @@ class Relay:
         self._now = now
         self._monitor_kw = monitor_kw
         self._owned: set[str] = set()
-        self._cursors: dict[str, str] = {}  # latest known cursor per session: the monitor resumes from these
         self._lanes: dict[str, _Lane] = {}
         self._pending = 0
         self._room = anyio.Event()
@@ -147,10 +145,13 @@ class Relay:
         Closes the sink and the store before returning. Raises the first fatal error (401/403 from the API).
         """
         try:
-            self._cursors.update(await self.store.load_all())
+            # Sessions a channel watch reaches resume from these; the monitor reads them as they are now, so a
+            # channel taken over later from another replica resumes its sessions from this run's start: repeats,
+            # with the same ids, but nothing lost.
+            cursors = await self.store.load_all()
             self._monitor = self.client.monitor(
                 interval=self.interval, stay_open=self.ownership.stays_open, on_error=self._watch_failed,
-                **self._monitor_kw, **_resume_kw(self._cursors),
+                cursors=cursors, **self._monitor_kw,
             )
             async with anyio.create_task_group() as outer:
                 # Keys taken before the monitor starts are queued in it, so a static list is complete at start.
@@ -192,13 +193,9 @@ class Relay:
             return
         self._owned.add(key)
         if kind == "session":
-            since = await self.store.load(ident)
-            if since is not None:
-                self._cursors[ident] = since
-            self._monitor.add_session(ident, since=since)
+            # Read now, not at start: another replica may have moved this session on since.
+            self._monitor.add_session(ident, since=await self.store.load(ident))
         else:
-            # Another process may have moved this channel's sessions on since this one started.
-            self._cursors.update(await self.store.load_all())
             self._monitor.add_channel(ident)
 
     async def release(self, key: str) -> None:
@@ -309,7 +306,6 @@ class Relay:
                                transition.session_id, attempt, _describe(exc))
                 if not await self._wait(self.backoff.delay(attempt)):
                     return True  # delivered but not saved: the next run sends it again, with the same id
-        self._cursors[transition.session_id] = transition.cursor
         return True
 
     async def _wait(self, seconds: float) -> bool:
@@ -351,12 +347,6 @@ class Relay:
                 await part.aclose()
             except Exception as exc:
                 logger.warning("relay: closing %r failed: %s", part, _describe(exc))
-
-
-def _resume_kw(cursors: Mapping[str, str]) -> dict[str, Any]:
-    # Monitor(cursors=) resumes sessions reached through a channel; a monitor without it resumes only the sessions
-    # added with since= (direct ones), and a channel's sessions start over from their first transition.
-    return {"cursors": cursors} if "cursors" in inspect.signature(Monitor.__init__).parameters else {}
 
 
 def _describe(exc: BaseException) -> str:

@@ -5,6 +5,7 @@
 ...     ch = await client.channels.create(ChannelCreate(name="news"))
 """
 
+from ._budget import BudgetStats
 from ._client import Channels, Events, Sessions, SigmaClient
 from ._config import Credentials
 from ._retry import RetryPolicy
@@ -18,6 +19,7 @@ from .errors import (
     BadRequestError,
     ConflictError,
     NotFoundError,
+    OutcomeUnknownError,
     PermissionDeniedError,
     RateLimitError,
     ResponseDecodeError,
@@ -79,6 +81,7 @@ __all__ = [
     "AnyTransition",
     "AuthenticationError",
     "BadRequestError",
+    "BudgetStats",
     "BulkResult",
     "CatchupDestination",
     "Channel",
@@ -99,6 +102,7 @@ __all__ = [
     "Machine",
     "Monitor",
     "NotFoundError",
+    "OutcomeUnknownError",
     "Page",
     "PermissionDeniedError",
     "RateLimitError",

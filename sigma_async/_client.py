@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import msgspec
 
 from . import _protocol as proto
+from ._budget import BudgetStats, RequestBudget
 from ._config import DEFAULT_BASE_URL, USER_AGENT, Credentials, check_base_url, settings_from_env
 from ._protocol import Request, Response
 from ._retry import PauseGate, RetryPolicy, RetryRunner
@@ -47,6 +48,8 @@ class SigmaClient:
 
     One client serves any number of concurrent calls; share it. ``max_connections`` bounds the pool,
     ``timeout`` bounds each attempt (connect to last byte), ``max_response_bytes`` what one answer may hold.
+    ``rate_limit`` caps the requests per second of every call together (fairly: first come, first served);
+    ``adaptive`` lowers the rate when the server answers 429 and climbs back gradually (see ``stats``).
     Plain ``http://`` is refused for any host but loopback unless ``allow_insecure_http=True``.
     """
 
@@ -63,6 +66,8 @@ class SigmaClient:
         allow_insecure_http: bool = False,
         max_response_bytes: int = DEFAULT_MAX_BODY,
         sleep: Sleep | None = None,
+        rate_limit: float | None = None,
+        adaptive: bool = True,
     ) -> None:
         self.credentials = Credentials(username=username, secret_key=secret_key, app_id=app_id)
         self._secrets = self.credentials.secrets()  # scrubbed from any error text the server echoes them in
@@ -82,6 +87,8 @@ class SigmaClient:
         self._sleep: Sleep = sleep or asyncio.sleep
         self._gate = PauseGate(self._sleep)
         self._runner = RetryRunner(self.retry, self._gate, self._sleep)
+        self._budget = RequestBudget(rate_limit, adaptive, sleep=self._sleep)
+        self._warned: dict[int, None] = {}  # events already reported as unreadable (insertion-ordered, bounded)
         self.channels = Channels(self)
         self.sessions = Sessions(self)
         self.events = Events(self)
@@ -123,24 +130,47 @@ class SigmaClient:
         """Seconds left of a server-requested pause (``Retry-After``) that holds back every call."""
         return self._gate.remaining()
 
+    @property
+    def stats(self) -> BudgetStats:
+        """A snapshot: requests sent (retries included), retried, throttled (429), the rate now allowed (None:
+        no limit) and the rate measured over the last second."""
+        return self._budget.stats(retried=self._runner.retries)
+
     async def send(self, request: Request) -> Response:
         """Send a prepared request with retries; raise the typed error for any non-2xx answer."""
         # The first attempt is inlined (no retry machinery, no extra coroutine frames): it is the hot path of
-        # every call, and most calls succeed at once.
+        # every call, and most calls succeed at once. Without a ceiling or a recent 429 the budget only counts.
         if self._gate.until:
             await self._gate.wait()
+        budget = self._budget
+        if budget.engaged:
+            await budget.acquire()
+        else:
+            budget.note_send()
+        epoch = budget.epoch
         try:
             response = await self._transport.send(request)
             if response.status < 300:
                 return response
+            if response.status == 429:
+                budget.on_throttle(epoch)
             raise proto.error_for(response, request, secrets=self._secrets, now=time.time())
         except SigmaError as exc:
             return await self._runner.recover(self._send_once, request, exc)
 
     async def _send_once(self, request: Request) -> Response:
+        # A retry takes its turn in the budget like any other request.
+        budget = self._budget
+        if budget.engaged:
+            await budget.acquire()
+        else:
+            budget.note_send()
+        epoch = budget.epoch
         response = await self._transport.send(request)
         if response.status < 300:
             return response
+        if response.status == 429:
+            budget.on_throttle(epoch)
         raise proto.error_for(response, request, secrets=self._secrets, now=time.time())
 
     async def _call(self, request: Request, decoder: msgspec.json.Decoder[M]) -> M:
@@ -219,9 +249,11 @@ class Channels(_Resource):
         """Create many channels with at most ``concurrency`` in flight. Each slot, in input order, is the
         ``Channel`` or the ``SigmaError`` that item raised. Specs are all checked before anything is sent.
 
-        ``on_progress(done, total)`` runs as each item settles, ``on_result(index, result)`` too: if the call is
-        cancelled, the results passed to ``on_result`` so far are exactly the items known to have completed.
-        ``rate_limit`` caps request starts per second across the run.
+        ``on_progress(done, total)`` runs as each item settles, ``on_result(index, result)`` too. If the call is
+        cancelled, each item then in flight is passed to ``on_result`` with an ``OutcomeUnknownError`` (its
+        channel may exist), so ``on_result`` has heard of every item the server may have acted on. A 401 or 403
+        stops the run: items not yet sent get that error in their slot. ``rate_limit`` caps request starts per
+        second across the run, under the client's own ``rate_limit``.
         """
         specs = list(specs)
         requests = [proto.build_create_channel(spec) for spec in specs]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,6 +22,7 @@ __all__ = [
     "check_base_url",
     "is_loopback_host",
     "read_env_file",
+    "secret_pattern",
     "settings_from_env",
 ]
 
@@ -66,6 +69,42 @@ class Credentials:
 
     def __repr__(self) -> str:
         return f"Credentials(username={self.username!r}, secret_key={REDACTED!r}, app_id={self.app_id!r})"
+
+
+@lru_cache(maxsize=32)
+def secret_pattern(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
+    """A regex that finds each secret in every form a server may echo it in: as is, JSON-escaped (``\\"``,
+    ``\\\\``, ``\\u00e9`` in either case, ``\\/``) and percent-encoded (``%C3%A9`` in either case, ``+``
+    for a space), characters of each form mixed freely. None when there is nothing to find.
+
+    Built once per set of credentials, used only on error paths.
+    """
+    alternatives = sorted({_any_form(s) for s in secrets if s}, key=len, reverse=True)
+    return re.compile("|".join(alternatives)) if alternatives else None
+
+
+def _any_form(secret: str) -> str:
+    return "".join(_char_forms(c) for c in secret)
+
+
+_SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "/": "\\/", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
+                  "\t": "\\t"}
+
+
+def _char_forms(c: str) -> str:
+    forms: list[str] = [re.escape(c)]
+    if c in _SHORT_ESCAPES:
+        forms.append(re.escape(_SHORT_ESCAPES[c]))
+    code = ord(c)
+    if code > 0xFFFF:  # JSON writes it as a surrogate pair
+        high, low = 0xD800 + ((code - 0x10000) >> 10), 0xDC00 + ((code - 0x10000) & 0x3FF)
+        forms.append(rf"\\u(?i:{high:04x})\\u(?i:{low:04x})")
+    else:
+        forms.append(rf"\\u(?i:{code:04x})")
+    forms.append("".join(f"%(?i:{b:02x})" for b in c.encode("utf-8")))
+    if c == " ":
+        forms.append(r"\+")
+    return "(?:" + "|".join(forms) + ")"
 
 
 def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:

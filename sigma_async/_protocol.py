@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 import msgspec
 
+from ._config import secret_pattern
 from .errors import APIStatusError, ResponseDecodeError, status_error_class
 from .models import Channel, ChannelCreate, Event, Page, Session, SessionStatus
 
@@ -194,8 +195,10 @@ def decode(response: Response, decoder: msgspec.json.Decoder[M], secrets: Sequen
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
         # RecursionError: msgspec's answer to hostile nesting depth, which must not escape as a crash.
         snippet = _snippet(response.body, secrets)
+        # msgspec's reason may quote a value (an invalid enum or date) from the body: redacted too.
+        reason = redact_text(str(exc), secrets)
         raise ResponseDecodeError(
-            f"HTTP {response.status}: response is not the expected JSON ({exc}); body starts {snippet!r}",
+            f"HTTP {response.status}: response is not the expected JSON ({reason}); body starts {snippet!r}",
             status_code=response.status,
             snippet=snippet,
         ) from None
@@ -253,25 +256,39 @@ def _message_of(body: Any) -> str | None:
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date; None if absent or bad."""
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date; None if absent or bad.
+
+    Only plain decimal seconds (``3``, ``1.5``) or an HTTP date count: ``1_0``, ``1e3``, ``0x10``, ``nan``
+    are not delta-seconds and read as absent. A negative number or a date in the past means "now" (0).
+    ``inf`` is read as what it says, a wait longer than any cap, so the call raises ``RateLimitError`` at
+    once rather than retrying as though no wait had been asked for.
+    """
     if value is None:
         return None
     value = value.strip()
+    if _DELTA_SECONDS_RE.fullmatch(value):
+        return max(0.0, float(value))
+    if value.lower() in ("inf", "+inf", "infinity", "+infinity"):
+        return float("inf")
+    if value.lower() in ("-inf", "-infinity"):
+        return 0.0
+    from email.utils import parsedate_to_datetime  # only for the rare HTTP-date form
+
     try:
-        seconds = float(value)
-    except ValueError:
-        from email.utils import parsedate_to_datetime  # only for the rare HTTP-date form
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    import time
 
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        import time
-
+    try:
         seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds or seconds in (float("inf"), float("-inf")):  # NaN / inf
+    except (OverflowError, ValueError, OSError):
         return None
     return max(0.0, seconds)
+
+
+# ``float()`` accepts far more than delta-seconds: underscores, exponents, "nan", full-width digits.
+_DELTA_SECONDS_RE: Final = re.compile(r"-?[0-9]+(?:\.[0-9]+)?", re.ASCII)
 
 
 # Keys whose values are secrets when a body is echoed into an error (a channel body carries the S3 secret key).
@@ -284,17 +301,24 @@ _BASIC_RE: Final = re.compile(r"(Basic\s+)[A-Za-z0-9+/=]{4,}", re.IGNORECASE)
 
 
 def redact_text(text: str, secrets: Sequence[str] = ()) -> str:
-    """Hide ``secrets``, values of secret-looking keys and Basic tokens in text that may reach a message or log."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
+    """Hide ``secrets``, values of secret-looking keys and Basic tokens in text that may reach a message or log.
+
+    Each secret is found in every form a server may echo it in: as is, JSON-escaped or percent-encoded.
+    """
+    if secrets and (pattern := secret_pattern(tuple(secrets))) is not None:
+        text = pattern.sub("***", text)
     text = _BASIC_RE.sub(r"\1***", text)
     return _SECRET_VALUE_RE.sub(lambda m: m.group(1) + '"***"', text)
 
 
 def _snippet(body: bytes, secrets: Sequence[str] = ()) -> str:
-    text = body[: SNIPPET_CHARS * 4].decode("utf-8", "replace")
-    text = redact_text(text, secrets)
+    # A secret cut in two where the read stops is not found whole: read on past the limit by the longest form a
+    # secret can take (12 characters each, percent-encoded), and drop that tail, which could hold its first part.
+    extra = max((len(s) * 12 for s in secrets), default=0)
+    limit = SNIPPET_CHARS * 4 + extra
+    text = redact_text(body[:limit].decode("utf-8", "replace"), secrets)
+    if len(body) > limit:
+        text = text[: max(0, len(text) - extra)]
     return text[:SNIPPET_CHARS] + ("..." if len(text) > SNIPPET_CHARS else "")
 
 
@@ -305,8 +329,11 @@ _SECRET_KEYS: Final = frozenset(
 
 def _redact_body(body: Any, secrets: Sequence[str] = ()) -> Any:
     if isinstance(body, Mapping):
+        # Keys too: a server may echo the credential it refused as the key of an object.
         return {
-            k: ("***" if isinstance(k, str) and k.lower() in _SECRET_KEYS else _redact_body(v, secrets))
+            _redact_body(k, secrets): (
+                "***" if isinstance(k, str) and k.lower() in _SECRET_KEYS else _redact_body(v, secrets)
+            )
             for k, v in body.items()
         }
     if isinstance(body, list):

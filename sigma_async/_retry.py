@@ -99,9 +99,23 @@ class PauseGate:
     def remaining(self) -> float:
         return max(0.0, self.until - self._clock()) if self.until else 0.0
 
-    async def wait(self) -> None:
-        if (left := self.remaining()) > 0:
-            await self._sleep(left)
+    async def wait(self, at_least: float = 0.0) -> None:
+        """Sleep ``at_least`` seconds, and for as long as a pause lasts.
+
+        A later answer may extend the pause while this call sleeps; the call then sleeps again, so it never
+        sends during the new pause. The deadline is compared rather than the clock read again, so that an
+        injected sleep that does not move the clock cannot make this loop for ever.
+        """
+        deadline = self.until
+        delay = max(at_least, self.remaining())
+        while delay > 0:
+            await self._sleep(delay)
+            if self.until <= deadline:
+                break
+            deadline = self.until
+            delay = self.remaining()
+        if self.until and self.remaining() == 0:
+            self.until = 0.0  # passed: later calls skip the gate on the hot path
 
 
 class RetryRunner:
@@ -109,13 +123,14 @@ class RetryRunner:
 
     The caller makes the first attempt itself (``SigmaClient.send``): tenacity's machinery costs about a fifth
     of a request's client CPU, so it is entered only after a retryable failure. ``CancelledError`` is never
-    caught.
+    caught. ``retries`` counts the retry attempts sent, for ``SigmaClient.stats``.
     """
 
     def __init__(self, policy: RetryPolicy, gate: PauseGate, sleep: Sleep) -> None:
         self.policy = policy
         self.gate = gate
         self._sleep = sleep
+        self.retries = 0
 
     async def recover(self, send: Send, request: Request, first: SigmaError) -> Response:
         """After the first attempt failed with ``first``: retry under the policy, or raise ``first``."""
@@ -132,49 +147,66 @@ class RetryRunner:
     async def _retry(self, send: Send, request: Request, first: SigmaError) -> Response:
         acted = may_have_acted(first)
         policy = self.policy
+        attempts = 1
 
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
             # tenacity counts its own attempts; the first retry was made before the loop.
-            return self._delay(exc, state.attempt_number + 1, request)
+            return policy.delay_for(state.attempt_number + 1, getattr(exc, "retry_after", None))
 
-        await self._sleep(self._delay(first, 1, request))
+        def announce(state: RetryCallState) -> None:
+            # before_sleep runs only once tenacity has decided to retry: no "retry 4 of 3" on the last failure.
+            exc = state.outcome.exception() if state.outcome else None
+            delay = state.next_action.sleep if state.next_action else 0.0
+            self._announce(request, exc, state.attempt_number + 1, delay)
+
+        first_delay = policy.delay_for(1, getattr(first, "retry_after", None))
+        self._announce(request, first, 1, first_delay)
+        # Every retry sleep goes through the gate: a pause set (or extended) by another call holds it back too.
+        await self.gate.wait(first_delay)
         retrying = AsyncRetrying(
             stop=stop_after_attempt(policy.max_retries),
             wait=wait,
             retry=retry_if_exception(
                 lambda e: isinstance(e, SigmaError) and policy.is_retryable(e, request.operation)
             ),
-            sleep=self._sleep,
+            sleep=self.gate.wait,
+            before_sleep=announce,
             reraise=True,
         )
-        async for attempt in retrying:
-            with attempt:
-                try:
-                    return await send(request)
-                except (NotFoundError, ConflictError) as exc:
-                    if acted and _already_done(request.operation, exc):
-                        logger.info(
-                            "%s %s: HTTP %s on retry after an ambiguous failure; treating as done",
-                            request.method, request.path, exc.status_code,
-                        )
-                        return Response(status=200, body=b"", request_id=exc.request_id)
-                    raise
-                except SigmaError as exc:
-                    self._note(exc)
-                    acted = acted or may_have_acted(exc)
-                    raise
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    self.retries += 1
+                    try:
+                        return await send(request)
+                    except (NotFoundError, ConflictError) as exc:
+                        if acted and _already_done(request.operation, exc):
+                            logger.info(
+                                "%s %s: HTTP %s on retry after an ambiguous failure; treating as done",
+                                request.method, request.path, exc.status_code,
+                            )
+                            return Response(status=200, body=b"", request_id=exc.request_id)
+                        raise
+                    except SigmaError as exc:
+                        self._note(exc)
+                        acted = acted or may_have_acted(exc)
+                        raise
+        except SigmaError as exc:
+            logger.info(
+                "giving up on %s %s after %d attempts: %s", request.method, request.path, attempts, _describe(exc)
+            )
+            raise
         raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
 
-    def _delay(self, exc: BaseException | None, retry_number: int, request: Request) -> float:
-        retry_after = getattr(exc, "retry_after", None)
-        # A pause set by another call while this one failed holds this retry back too.
-        delay = max(self.policy.delay_for(retry_number, retry_after), self.gate.remaining())
+    def _announce(self, request: Request, exc: BaseException | None, retry_number: int, delay: float) -> None:
+        # The wait shown includes a client-wide pause that holds this retry back longer than its own backoff.
+        delay = max(delay, self.gate.remaining())
         logger.info(
             "retrying %s %s after %s (retry %d of %d in %.2fs)",
             request.method, request.path, _describe(exc), retry_number, self.policy.max_retries, delay,
         )
-        return delay
 
 
 def _already_done(operation: str, exc: APIStatusError) -> bool:

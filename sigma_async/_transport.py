@@ -49,6 +49,9 @@ class Transport:
         self._max_connections = max_connections
         self._max_body = max_body
         self._session: aiohttp.ClientSession | None = None
+        # Our own bound on requests in flight, waited on before the attempt's clock starts: time spent queueing
+        # for a pooled connection is not the server's fault, and a request still queued has not been sent.
+        self._slots = asyncio.Semaphore(max_connections)
         self._closed = False
 
     @property
@@ -67,6 +70,12 @@ class Transport:
             trust_env=False,
             cookie_jar=aiohttp.DummyCookieJar(),
         )
+        # aiohttp silently sends an idempotent request a second time when the connection drops under it (a
+        # stale pooled one, or a server that closed mid-answer). That extra attempt would not be counted by the
+        # retry policy, and would turn "DELETE's answer was lost, the re-send got 404" into a plain 404 that
+        # looks like a first attempt. There is no public switch; aiohttp's own test client flips this one, and
+        # tests/test_transport.py fails loudly should an aiohttp upgrade rename it.
+        self._session._retry_connection = False
         return self._session
 
     async def send(self, request: Request) -> Response:
@@ -76,6 +85,7 @@ class Transport:
         url = self._base + request.target
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("%s %s", request.method, request.path)
+        await self._slots.acquire()
         try:
             async with session.request(
                 request.method,
@@ -101,6 +111,12 @@ class Transport:
                     retry_after=headers.get("Retry-After"),
                     location=_host_only(headers.get("Location")),
                 )
+        except aiohttp.ConnectionTimeoutError:
+            # No connection within the timeout (connect or TLS handshake): nothing was written to the server.
+            raise APITimeoutError(
+                f"{request.method} {request.path}: no connection within {self._timeout.total}s",
+                method=request.method, path=request.path, sent=False,
+            ) from None
         except asyncio.TimeoutError:
             raise APITimeoutError(
                 f"{request.method} {request.path}: no complete answer within {self._timeout.total}s",
@@ -117,6 +133,8 @@ class Transport:
                 f"{request.method} {request.path}: connection failed ({type(exc).__name__}: {exc})",
                 method=request.method, path=request.path,
             ) from None
+        finally:
+            self._slots.release()
 
     async def _read_capped(self, resp: aiohttp.ClientResponse, length: int | None) -> bytes:
         too_big = ResponseDecodeError(

@@ -15,6 +15,7 @@
      │    ├── RateLimitError           429 (``retry_after`` in seconds, when sent)
      │    └── ServerError              5xx
      ├── ResponseDecodeError           a 2xx answer whose body is not the documented shape
+     ├── OutcomeUnknownError           a bulk item cut off by cancellation: it may have taken effect
      └── WatchError                    a watch that cannot go on (silence past ``max_silence``, ...)
 
 Bad arguments are not ``SigmaError``: they raise ``ValueError`` before any request is sent.
@@ -32,6 +33,7 @@ __all__ = [
     "BadRequestError",
     "ConflictError",
     "NotFoundError",
+    "OutcomeUnknownError",
     "PermissionDeniedError",
     "RateLimitError",
     "ResponseDecodeError",
@@ -144,6 +146,12 @@ class ResponseDecodeError(SigmaError):
         self.status_code = status_code
         self.snippet = snippet
         super().__init__(message)
+
+
+class OutcomeUnknownError(SigmaError):
+    """A bulk call was cancelled while this item was in flight: its request may have reached the server and
+    taken effect (a channel may exist), or not. ``on_result`` gets one for each such item, so that nothing the
+    server may have done goes unreported; check the server before repeating the item."""
 
 
 class WatchError(SigmaError):

@@ -7,9 +7,11 @@ import asyncio
 import pytest
 
 from sigma_async import (
+    AuthenticationError,
     Channel,
     ChannelCreate,
     NotFoundError,
+    OutcomeUnknownError,
     RetryPolicy,
     SigmaClient,
     SigmaError,
@@ -83,17 +85,21 @@ async def test_a_rejected_item_fails_in_its_own_slot_and_the_rest_are_created(
     assert settled == dict(enumerate(results))
 
 
-async def test_cancelling_reports_only_what_completed(emu: Emulator, client: SigmaClient) -> None:
+async def test_cancelling_reports_every_item_that_may_have_reached_the_server(
+    emu: Emulator, client: SigmaClient
+) -> None:
     slow_creates(emu)
+    wanted = specs(200)
     reported: dict[int, object] = {}
     enough = asyncio.Event()
 
     def record(index: int, result: object) -> None:
+        assert index not in reported  # each item reported once
         reported[index] = result
         if len(reported) >= 40:
             enough.set()
 
-    task = asyncio.create_task(client.channels.create_many(specs(200), concurrency=8, on_result=record))
+    task = asyncio.create_task(client.channels.create_many(wanted, concurrency=8, on_result=record))
     await asyncio.wait_for(enough.wait(), timeout=10)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -101,17 +107,31 @@ async def test_cancelling_reports_only_what_completed(emu: Emulator, client: Sig
     reported_at_cancel = dict(reported)
     await emu.wait_for(lambda: emu.journal.in_flight == 0, timeout=5)
 
-    created = [r for r in reported_at_cancel.values() if isinstance(r, Channel)]
-    assert len(created) == len(reported_at_cancel) < 200
-    # Everything reported as created exists...
-    assert {c.id for c in created} <= set(emu.channels)
-    # ... nothing exists that the server did not answer 201 for ...
-    answered_201 = sum(1 for e in emu.journal.entries("POST /channels") if e.status == 201)
-    assert len(emu.channels) <= answered_201
-    # ... and what was in flight at the cancel is all that can exist unreported.
-    assert len(emu.channels) - len(created) <= 8
-    assert emu.journal.count("POST /channels") <= len(created) + 8
+    created = {i: r for i, r in reported_at_cancel.items() if isinstance(r, Channel)}
+    unknown = {i for i, r in reported_at_cancel.items() if isinstance(r, OutcomeUnknownError)}
+    assert set(reported_at_cancel) == set(created) | unknown and len(reported_at_cancel) < 200
+    assert 0 < len(unknown) <= 8  # what was in flight at the cancel
+    # Every channel that exists was reported: as created, or as an item whose outcome is unknown.
+    index_of = {spec.name: i for i, spec in enumerate(wanted)}
+    on_server = {index_of[c.name] for c in emu.channels.values()}
+    assert on_server <= set(created) | unknown
+    assert {c.id for c in created.values()} <= set(emu.channels)
     assert reported == reported_at_cancel  # nothing settles after the cancel
+
+
+async def test_bad_credentials_stop_the_run_at_the_first_refusal(emu: Emulator) -> None:
+    slow_creates(emu, 0.005)
+    progress: list[int] = []
+    async with SigmaClient(
+        username=emu.username, secret_key="wrong", app_id=emu.app_id, base_url=emu.url
+    ) as client:
+        results = await client.channels.create_many(
+            specs(100), concurrency=4, on_progress=lambda done, total: progress.append(done)
+        )
+    assert all(isinstance(r, AuthenticationError) for r in results)
+    assert emu.journal.count("POST /channels") <= 4  # the first wave; nothing sent after the first 401
+    assert progress == list(range(1, 101))  # every slot settled and reported
+    assert emu.channels == {}
 
 
 async def test_one_retry_after_holds_back_the_whole_bulk(emu: Emulator) -> None:

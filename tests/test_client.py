@@ -29,6 +29,7 @@ from sigma_async import (
     SigmaClient,
     __version__,
 )
+from sigma_async.testing import Emulator, Fault
 
 USER, SECRET, APP = "alice", "TOP-SECRET-KEY-42", "app-7"
 TOKEN = base64.b64encode(f"{USER}:{SECRET}".encode()).decode()
@@ -51,6 +52,10 @@ class SleepLog:
     async def __call__(self, seconds: float) -> None:
         self.waits.append(seconds)
         await asyncio.sleep(0)
+
+
+async def no_wait(_: float) -> None:
+    return None
 
 
 @pytest.fixture
@@ -246,14 +251,16 @@ async def test_429_retry_after_is_waited_for_real(server: Recorder) -> None:
     assert len(server.requests) == 2
 
 
-async def test_retry_after_pauses_every_call_of_the_client(
-    server: Recorder, client: SigmaClient, sleeps: SleepLog
-) -> None:
+async def test_retry_after_pauses_every_call_of_the_client(server: Recorder, sleeps: SleepLog) -> None:
     server.reply(Reply(429, {}, headers={"Retry-After": "2"}), Reply(200, samples.STATUS), Reply(200, samples.STATUS))
-    await client.sessions.status("s-1")
-    assert sleeps.waits == [2.0]
-    assert client.paused_for > 1.5  # the fake sleep did not wait: the pause is still on
-    await client.sessions.status("s-2")  # another call waits out the rest of the pause first
+    # The pause alone: the adaptive rate's own wait after a 429 is tested with the budget.
+    async with SigmaClient(
+        username=USER, secret_key=SECRET, app_id=APP, base_url=server.url, sleep=sleeps, adaptive=False
+    ) as client:
+        await client.sessions.status("s-1")
+        assert sleeps.waits == [2.0]
+        assert client.paused_for > 1.5  # the fake sleep did not wait: the pause is still on
+        await client.sessions.status("s-2")  # another call waits out the rest of the pause first
     assert len(sleeps.waits) == 2 and 1.5 < sleeps.waits[1] <= 2.0
 
 
@@ -357,3 +364,72 @@ async def test_secrets_reach_no_repr_error_or_log(
     for text in texts:
         assert TOKEN not in text and S3_SECRET not in text and "42efe-a050270cbbab47cbfacd-3519d" not in text
         assert SECRET not in text
+
+
+# -- attempts are ours alone: aiohttp re-sends nothing behind the retry policy's back -----------------------------
+
+
+async def test_a_get_that_keeps_dropping_reaches_the_server_once_per_attempt(
+    server: Recorder, client: SigmaClient
+) -> None:
+    server.default = Reply(drop=True)
+    with pytest.raises(APIConnectionError):
+        await client.channels.get("ch-1")
+    assert len(server.requests) == 4  # 1 + max_retries=3; aiohttp's own re-send of a GET would make it 8
+    assert client.stats.sent == 4 and client.stats.retried == 3
+
+
+async def test_a_delete_whose_answer_was_lost_and_whose_retry_finds_nothing_is_deleted(emu: Emulator) -> None:
+    channel = emu.create_channel("doomed")
+    emu.faults.add("DELETE /channels/{id}", Fault(drop=True, after=True))  # deleted, then the answer is lost
+    async with emu.client(sleep=no_wait) as client:
+        await client.channels.delete(channel.id)  # no NotFoundError: the retry's 404 means the first one worked
+    assert [e.status for e in emu.journal.entries("DELETE /channels/{id}")] == [None, 404]
+    assert channel.id not in emu.channels
+
+
+async def test_a_stop_whose_answer_was_lost_and_whose_retry_conflicts_is_stopped(emu: Emulator) -> None:
+    channel = emu.create_channel("on-air")
+    emu.start_channel(channel.id)
+    emu.faults.add("DELETE /channels/{id}/stop", Fault(drop=True, after=True))
+    async with emu.client(sleep=no_wait) as client:
+        await client.channels.stop(channel.id)  # no ConflictError: the first attempt did stop it
+    assert [e.status for e in emu.journal.entries("DELETE /channels/{id}/stop")] == [None, 409]
+
+
+async def test_waiting_for_a_pooled_connection_is_not_part_of_the_timeout(server: Recorder) -> None:
+    # Each answer takes ~0.5 s, under the 0.9 s timeout; with one connection the create waits ~0.5 s for it first.
+    slow = Reply(201, samples.CREATED, chunks=2, chunk_delay=0.25)
+    server.reply(Reply(200, samples.CHANNEL, chunks=2, chunk_delay=0.25), slow)
+    async with SigmaClient(
+        username=USER, secret_key=SECRET, app_id=APP, base_url=server.url, timeout=0.9, max_connections=1,
+        retry=RetryPolicy(max_retries=0),
+    ) as c:
+        got, created = await asyncio.gather(c.channels.get("ch-1"), c.channels.create(ChannelCreate(name="x")))
+    assert got.id and created.name == "Channel_02"
+    assert len(server.requests) == 2
+
+
+# -- logging: a retry is announced only when it will happen, giving up is said once --------------------------------
+
+
+async def test_retries_are_logged_as_they_happen_and_giving_up_once(
+    server: Recorder, client: SigmaClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.default = Reply(503, {"message": "busy"})
+    with caplog.at_level(logging.INFO, logger="sigma_async"), pytest.raises(ServerError):
+        await client.sessions.status("s-1")
+    messages = [r.getMessage() for r in caplog.records if r.name == "sigma_async"]
+    retries = [m for m in messages if m.startswith("retrying")]
+    assert [m.split("(retry ")[1].split(" in ")[0] for m in retries] == ["1 of 3", "2 of 3", "3 of 3"]
+    gave_up = [m for m in messages if "giving up" in m]
+    assert gave_up == ["giving up on GET /api/livestream/sessions/s-1/status after 4 attempts: HTTP 503"]
+    assert len(server.requests) == 4
+
+
+async def test_retry_after_infinity_raises_at_once(server: Recorder, client: SigmaClient, sleeps: SleepLog) -> None:
+    server.default = Reply(429, {"message": "quota"}, headers={"Retry-After": "inf"})
+    with pytest.raises(RateLimitError) as info:
+        await client.sessions.status("s-1")
+    assert info.value.retry_after == float("inf")
+    assert len(server.requests) == 1 and sleeps.waits == [] and client.paused_for == 0

@@ -7,6 +7,7 @@ import gzip
 import json
 import time
 from collections.abc import AsyncIterator
+from urllib.parse import quote, quote_plus
 
 import hypothesis.strategies as st
 import pytest
@@ -229,3 +230,52 @@ async def test_every_failure_is_a_sigma_error(server: Recorder) -> None:
             with pytest.raises(SigmaError) as info:
                 await client.channels.get("c-1")
             assert info.value.status_code == reply.status  # type: ignore[attr-defined]
+
+
+# -- a server that echoes the credentials back, in any encoding --------------------------------------------------
+
+AWKWARD_SECRET = 'K\\ey"caf\u00e9/ 42+SECRET'  # backslash, quote, non-ASCII, slash, space, plus
+
+
+def secret_forms(secret: str, token: str) -> set[str]:
+    """Every way a server might write the secret or the Basic token into a body."""
+    forms = {secret, token}
+    for text in (secret, token):
+        for ascii_only in (True, False):
+            escaped = json.dumps(text, ensure_ascii=ascii_only)[1:-1]
+            forms |= {escaped, escaped.replace("/", "\\/"), escaped.upper() if ascii_only else escaped}
+        forms |= {quote(text, safe=""), quote_plus(text), quote(text, safe="").lower()}
+    return forms
+
+
+async def test_a_secret_echoed_in_any_encoding_reaches_no_error_text_or_body(server: Recorder) -> None:
+    client = SigmaClient(username="u", secret_key=AWKWARD_SECRET, app_id="a", base_url=server.url, retry=NO_RETRY)
+    token = client.credentials.authorization.removeprefix("Basic ")
+    forms = secret_forms(AWKWARD_SECRET, token)
+    escaped_ascii = json.dumps(AWKWARD_SECRET)  # \\, \", \u00e9
+    escaped_utf8 = json.dumps(AWKWARD_SECRET, ensure_ascii=False).replace("/", "\\/")
+    escaped_token = json.dumps(token).replace("/", "\\/")
+    server.reply(
+        # 2xx bodies that do not decode: the message and the snippet come from the raw text.
+        Reply(200, '{"id": 1, "echo": ' + escaped_ascii + "}"),
+        Reply(200, '{"id": 1, "echo": ' + escaped_utf8 + ', "auth": ' + escaped_token + "}"),
+        Reply(200, "x" * 790 + escaped_ascii),  # the secret straddles where the snippet's read stops
+        # Error bodies: the secret as a key (nested too), and percent-encoded in plain text.
+        Reply(400, {AWKWARD_SECRET: "bad key", "detail": [{"got": {AWKWARD_SECRET: token}}]}),
+        Reply(401, f"invalid credentials secret_key={quote(AWKWARD_SECRET)} token={quote_plus(token)}"),
+        Reply(422, '{"message": "bad ' + escaped_ascii[1:-1] + '"}'),
+    )
+    texts: list[str] = []
+    async with client:
+        for _ in range(3):
+            with pytest.raises(ResponseDecodeError) as decode_error:
+                await client.channels.get("c-1")
+            texts += [str(decode_error.value), decode_error.value.snippet]
+        for _ in range(3):
+            with pytest.raises(SigmaError) as status_error:
+                await client.channels.get("c-1")
+            texts += [str(status_error.value), repr(status_error.value), repr(status_error.value.body)]  # type: ignore[attr-defined]
+    assert any("***" in t for t in texts)  # the echoes were there, and were scrubbed
+    for text in texts:
+        for form in forms:
+            assert form not in text, (form, text)

@@ -79,3 +79,20 @@ async def test_a_dropped_create_is_not_retried(mocked: aioresponses) -> None:
             await c.channels.create(ChannelCreate(name="x"))
     assert info.value.sent is True
     assert len(mocked.requests[("POST", aiohttp.client.URL(f"{BASE}/api/livestream/channels"))]) == 1
+
+
+async def test_a_request_that_never_got_a_connection_was_not_sent(mocked: aioresponses) -> None:
+    # No connection within the timeout: nothing reached the server, so even a create is safe to send again...
+    no_connection = aiohttp.ConnectionTimeoutError("Connection timeout to host")
+    mocked.post(CHANNEL, exception=no_connection)
+    mocked.post(CHANNEL, exception=aiohttp.ServerDisconnectedError())  # ... unlike one that was sent, then lost
+    mocked.post(CHANNEL, exception=no_connection)
+    async with client(retry=RetryPolicy(max_retries=3)) as c:
+        with pytest.raises(APIConnectionError) as lost:
+            await c.channels.create(ChannelCreate(name="x"))
+    assert lost.value.sent is True
+    assert len(mocked.requests[("POST", aiohttp.client.URL(f"{BASE}/api/livestream/channels"))]) == 2
+    async with client(retry=RetryPolicy(max_retries=0)) as c:
+        with pytest.raises(APITimeoutError) as info:
+            await c.channels.create(ChannelCreate(name="y"))
+    assert info.value.sent is False and "no connection within" in str(info.value)

@@ -155,6 +155,13 @@ class ReplicaLeases:
     # -- one tick -------------------------------------------------------------------------------------------
 
     async def _tick(self, keys: list[str], claims: Claims) -> None:
+        # Before anything is awaited: a lease not renewed for a TTL by our own clock (the process was stopped, or
+        # starved) may be someone else's now. Its watch stops at once, before it can deliver what it polls next;
+        # the renewal below decides whether it resumes (from its saved cursor) or is lost.
+        now = self._clock.monotonic()
+        suspended = [key for key in self._held if now - self._written.get(key, now) > self.ttl]
+        for key in suspended:
+            await claims.release(key)
         for key in list(self._fenced):
             self._fenced.discard(key)
             await claims.release(key)
@@ -166,6 +173,12 @@ class ReplicaLeases:
         server_now = _seconds(own.created) + (self._clock.monotonic() - wrote) if own and own.created else None
         await self._reconcile(keys, leases, claims)
         await self._renew_due()
+        for key in suspended:
+            if key in self._held:
+                logger.warning(
+                    "lease renewed late key=%s replica=%s (watch resumed from its cursor)", key, self.replica
+                )
+                await claims.acquire(key)
         live = _live_replicas(replicas, server_now, self.ttl) | {self.replica}
         share = math.ceil(len(keys) / len(live)) if keys else 0
         if len(self._held) > share:

@@ -16,9 +16,10 @@ from ._report import NOT_MET, Section, machine, render_json, render_table
 
 __all__ = ["SECTIONS", "Sizes", "main"]
 
-#: Every section, in the order they run and print. ``profile`` runs only when asked for.
+#: Every section, in the order they run and print. ``profile`` and ``relay`` run only when asked for (``relay``
+#: starts a webhook receiver, two nats-servers and an emulator).
 SECTIONS = ("calls", "loops", "decode", "bulk", "watch")
-OPTIONAL = ("profile",)
+OPTIONAL = ("profile", "relay")
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,8 @@ def _runners(sizes: Sizes, loop: str, pool: int, wanted: list[str]) -> dict[str,
         runners["bulk"] = lambda: _bulk(sizes, loop)
     if "watch" in wanted:
         runners["watch"] = lambda: _watch(sizes, loop, pool)
+    if "relay" in wanted:
+        runners["relay"] = lambda: _relay(sizes, loop)
     if "profile" in wanted:
         runners["profile"] = lambda: _profile(sizes)
     return runners
@@ -201,6 +204,18 @@ def _watch(sizes: Sizes, loop: str, pool: int) -> list[Section]:
         sizes=sizes.sessions, interval=sizes.interval, window=sizes.window, loop=loop, max_connections=pool
     )
     return [watch.run(config)]
+
+
+def _relay(sizes: Sizes, loop: str) -> list[Section]:
+    from . import relay
+
+    small = sizes.requests < 100  # the smoke run: every row printed, in a few seconds
+    config = relay.RelayBenchConfig(
+        sessions=20 if small else 100, records_per_session=5 if small else 50,
+        watched=min(300, max(sizes.sessions)), interval=sizes.interval if small else 1.0, window=sizes.window,
+        rounds=sizes.rounds, loop=loop,
+    )
+    return [relay.run(config)]
 
 
 def _profile(sizes: Sizes) -> list[Section]:

@@ -19,7 +19,8 @@ __all__ = ["SECTIONS", "Sizes", "main"]
 #: Every section, in the order they run and print. ``profile`` and ``relay`` run only when asked for (``relay``
 #: starts a webhook receiver, two nats-servers and an emulator).
 SECTIONS = ("calls", "loops", "decode", "bulk", "watch")
-OPTIONAL = ("profile", "relay")
+# Run only when named: ``replicas`` starts a nats-server, an emulator and three relay processes (about a minute).
+OPTIONAL = ("profile", "relay", "replicas")
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,17 @@ def _runners(sizes: Sizes, loop: str, pool: int, wanted: list[str]) -> dict[str,
         runners["relay"] = lambda: _relay(sizes, loop)
     if "profile" in wanted:
         runners["profile"] = lambda: _profile(sizes)
+    if "replicas" in wanted:
+        runners["replicas"] = lambda: _replicas(sizes)
     return runners
+
+
+def _replicas(sizes: Sizes) -> list[Section]:
+    from . import replicas
+
+    smoke = sizes.requests < QUICK.requests
+    config = replicas.ReplicasConfig(sessions=60, interval=1.0, lease_ttl=2.0) if smoke else replicas.ReplicasConfig()
+    return [replicas.run(config)]
 
 
 def _calls(sizes: Sizes, wanted: list[str]) -> list[Section]:

@@ -1,17 +1,26 @@
 """Provision a channel that records catchup to S3, start it, wait for the encoder, and print the playlists.
 
     SIGMA_USERNAME=... SIGMA_SECRET_KEY=... SIGMA_APP_ID=... S3_ACCESS_KEY=... S3_SECRET_KEY=... \\
-        python examples/provision_catchup.py news-hd my-bucket https://s3.example.com hn
+        python examples/provision_catchup.py news-hd my-bucket https://s3.example.com hn [--stop-after 60]
+
+It waits for an encoder to push to the printed RTMP URL, then follows the session until it ends: the encoder
+stops and ``stopTimeout`` passes, or, with ``--stop-after``, it stops the channel itself that long after going
+on air. Against an emulator (``sigma-async emulator --auto-publish 2``) the S3 keys may be left out.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import sys
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from sigma_async import ChannelCreate, S3Destination, SigmaClient, Transition, catchup_playlist_url
+
+#: Transitions that mean the session is on air: ``live`` once per session, ``stable`` with each healthy signal.
+ON_AIR = frozenset({"live", "stable"})
 
 
 @dataclass
@@ -31,34 +40,64 @@ async def provision(client: SigmaClient, name: str, s3: S3Destination) -> Provis
     return Provisioned(channel.id, channel.current_session_id, channel.input.publish_url, channel.live_stream_url)
 
 
-async def wait_until_live_then_ended(
-    client: SigmaClient, session_id: str, *, interval: float = 2.0
+async def follow(
+    client: SigmaClient, p: Provisioned, *, interval: float = 2.0, stop_after: float | None = None
 ) -> list[Transition]:
-    """Block until the encoder is live, then until the session ends (stop, or no signal for stopTimeout)."""
-    live = await client.wait_for(session_id, "stable", timeout=600, interval=interval)
-    print(f"{live.at:%H:%M:%S} {live.kind}: on air")
-    seen = [live]
-    # Resume after the transition wait_for returned: nothing before it is printed twice.
-    async for t in client.watch_session(session_id, interval=interval, since=live.cursor):
-        print(f"{t.at:%H:%M:%S} {t.kind}")
-        seen.append(t)
+    """Print each transition until the session ends; with ``stop_after``, stop the channel that many seconds
+    after it first goes on air. Returns the transitions from on air to the end."""
+    seen: list[Transition] = []
+    stopper: asyncio.Task[None] | None = None
+    try:
+        async for t in client.watch_session(p.session_id, interval=interval):
+            if t.kind in ON_AIR and not seen:
+                print(f"{t.at:%H:%M:%S} on air")
+                if stop_after is not None:
+                    stopper = asyncio.create_task(_stop_later(client, p.channel_id, stop_after))
+            if seen or t.kind in ON_AIR:
+                print(f"{t.at:%H:%M:%S} {t.kind}")
+                seen.append(t)
+    finally:
+        if stopper is not None:
+            if not stopper.done():
+                stopper.cancel()
+            await asyncio.gather(stopper, return_exceptions=True)
     return seen
 
 
-async def main(argv: list[str]) -> int:
-    if len(argv) != 4:
-        print("usage: provision_catchup.py NAME BUCKET S3_ENDPOINT REGION", file=sys.stderr)
-        return 2
-    name, bucket, endpoint, region = argv
-    s3 = S3Destination(
-        access_key=os.environ["S3_ACCESS_KEY"], secret_key=os.environ["S3_SECRET_KEY"],
-        bucket=bucket, endpoint=endpoint, region=region,
+async def _stop_later(client: SigmaClient, channel_id: str, delay: float) -> None:
+    await asyncio.sleep(delay)
+    await client.channels.stop(channel_id)
+
+
+def s3_destination(bucket: str, endpoint: str, region: str, base_url: str) -> S3Destination:
+    """The bucket's keys from ``S3_ACCESS_KEY`` and ``S3_SECRET_KEY``; placeholders only against an emulator."""
+    access_key, secret_key = os.environ.get("S3_ACCESS_KEY"), os.environ.get("S3_SECRET_KEY")
+    if not (access_key and secret_key):
+        if urlsplit(base_url).hostname not in ("127.0.0.1", "localhost", "::1"):
+            raise SystemExit("set S3_ACCESS_KEY and S3_SECRET_KEY: the keys Sigma uses to write catchup to the bucket")
+        print("S3_ACCESS_KEY/S3_SECRET_KEY not set: using placeholders, which only an emulator accepts",
+              file=sys.stderr)  # fmt: skip
+        access_key, secret_key = access_key or "emulator-access-key", secret_key or "emulator-secret-key"
+    return S3Destination(
+        access_key=access_key, secret_key=secret_key, bucket=bucket, endpoint=endpoint, region=region
     )
+
+
+async def main(argv: list[str], *, interval: float = 2.0) -> int:
+    parser = argparse.ArgumentParser(description="Provision a channel with catchup to S3 and follow a session.")
+    parser.add_argument("name")
+    parser.add_argument("bucket")
+    parser.add_argument("endpoint", metavar="S3_ENDPOINT")
+    parser.add_argument("region")
+    parser.add_argument("--stop-after", type=float, metavar="SECONDS",
+                        help="stop the channel this long after it goes on air (default: wait for the encoder)")
+    args = parser.parse_args(argv)
     async with SigmaClient.from_env() as client:
-        p = await provision(client, name, s3)
+        s3 = s3_destination(args.bucket, args.endpoint, args.region, client.base_url)
+        p = await provision(client, args.name, s3)
         print(f"channel {p.channel_id}: push RTMP to {p.publish_url}\nwatch live at {p.live_url}")
-        await wait_until_live_then_ended(client, p.session_id)
-        print("catchup:", catchup_playlist_url(f"{endpoint.rstrip('/')}/{bucket}", p.session_id))
+        await follow(client, p, interval=interval, stop_after=args.stop_after)
+        print("catchup:", catchup_playlist_url(f"{args.endpoint.rstrip('/')}/{args.bucket}", p.session_id))
     return 0
 
 

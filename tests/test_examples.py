@@ -7,7 +7,9 @@ import importlib.util
 import io
 import json
 import os
+import re
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -51,8 +53,8 @@ async def test_monitor_service_logs_every_transition_as_json_lines() -> None:
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert logged == len(lines) >= 3 * 3 + 2
     by_channel = {c.id: [line["kind"] for line in lines if line["channel_id"] == c.id] for c in channels}
-    assert by_channel[channels[0].id] == ["initializing", "started", "stable", "stopped", "ended"]
-    assert by_channel[channels[1].id] == ["initializing", "started", "stable"]
+    assert by_channel[channels[0].id] == ["initializing", "started", "live", "stable", "stopped", "ended"]
+    assert by_channel[channels[1].id] == ["initializing", "started", "live", "stable"]
 
 
 async def test_monitor_service_appends_to_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,15 +85,45 @@ async def test_provision_catchup_creates_starts_and_follows_to_the_end() -> None
         channel = emu.channels[p.channel_id]
         assert channel.to_model().destination_catchup.s3.secret_key == "S3-SECRET"
         assert p.publish_url and p.publish_url.startswith("rtmp://") and p.session_id in emu.sessions
-        follower = asyncio.create_task(example.wait_until_live_then_ended(client, p.session_id, interval=0.02))
+        follower = asyncio.create_task(example.follow(client, p, interval=0.02))
         emu.connect_publisher(p.channel_id)
         await emu.wait_for(lambda: emu.journal.count("GET /events") >= 3)
         await client.channels.stop(p.channel_id)
         seen = await asyncio.wait_for(follower, 5)
-    assert [t.kind for t in seen] == ["stable", "stopped", "ended"]  # from live on, each once
+    assert [t.kind for t in seen] == ["live", "stable", "stopped", "ended"]  # from on air on, each once
     assert catchup_playlist_url("https://s3.test/vod", p.session_id).endswith(
         f"/vod/sigma-livestream/{p.session_id}/catchup/master-catchup.m3u8"
     )
+
+
+async def test_provision_catchup_runs_to_its_end_against_an_emulator_without_s3_keys(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = load("provision_catchup")
+    monkeypatch.delenv("S3_ACCESS_KEY", raising=False)
+    monkeypatch.delenv("S3_SECRET_KEY", raising=False)
+    # As the README runs it: an emulator whose sessions go live by themselves, the example stopping the channel.
+    async with Emulator(speed=20, auto_publish=2) as emu:
+        use_emulator(monkeypatch, emu)
+        argv = ["news", "vod", "https://s3.example.com", "hn", "--stop-after", "0.1"]
+        assert await asyncio.wait_for(example.main(argv, interval=0.05), 20) == 0
+        (session,) = emu.sessions.values()
+        assert session.status == "ended" and session.started_at is not None
+    out, err = capsys.readouterr()
+    assert "on air" in out and out.rstrip().endswith(f"/vod/sigma-livestream/{session.id}/catchup/master-catchup.m3u8")
+    assert "using placeholders" in err
+
+
+async def test_provision_catchup_without_s3_keys_against_a_real_api_says_what_to_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    example = load("provision_catchup")
+    for name in ("S3_ACCESS_KEY", "S3_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in (("USERNAME", "u"), ("SECRET_KEY", "k"), ("APP_ID", "a"), ("BASE_URL", "https://sigma.test")):
+        monkeypatch.setenv(f"SIGMA_{name}", value)
+    with pytest.raises(SystemExit, match="set S3_ACCESS_KEY and S3_SECRET_KEY"):
+        await example.main(["news", "vod", "https://s3.example.com", "hn"])
 
 
 async def test_bulk_provision_reports_created_and_failed() -> None:
@@ -117,25 +149,69 @@ async def test_channel_service_starts_channels_and_serves_their_state() -> None:
         base = f"http://127.0.0.1:{runner.addresses[0][1]}"
         try:
             async with aiohttp.ClientSession() as http:
-                async with http.post(f"{base}/channels/{channel.id}/start") as resp:
-                    assert resp.status == 200
-                emu.connect_publisher(channel.id)
+
+                async def post(path: str) -> tuple[int, dict[str, object]]:
+                    async with http.post(base + path) as resp:
+                        return resp.status, dict(await resp.json())
 
                 async def state() -> dict[str, object]:
                     async with http.get(f"{base}/channels/{channel.id}") as resp:
                         return dict(await resp.json())
 
+                assert await post(f"/channels/{channel.id}/start") == (200, {"channel_id": channel.id, "started": True})
+                # Starting twice is the caller's mistake, said as such: 409 and why, never a 500 and a traceback.
+                status, body = await post(f"/channels/{channel.id}/start")
+                assert (status, body["error"]) == (409, "ConflictError") and "already started" in str(body["message"])
+                emu.connect_publisher(channel.id)
                 await until_async(lambda: state(), lambda s: s["state"] == "stable")
-                async with http.post(f"{base}/channels/{channel.id}/stop") as resp:
-                    assert resp.status == 200
+                assert (await post(f"/channels/{channel.id}/stop"))[0] == 200
+                status, body = await post(f"/channels/{channel.id}/stop")
+                assert (status, body["error"]) == (409, "ConflictError") and "not started" in str(body["message"])
                 final = await until_async(lambda: state(), lambda s: s["state"] == "ended")
                 assert final["session_id"] == emu.sessions[str(final["session_id"])].id
-                async with http.post(f"{base}/channels/nope/start") as resp:
-                    assert resp.status == 404
-                async with http.post(f"{base}/channels/..%2Fx/start") as resp:
-                    assert resp.status == 400
+                assert await post("/channels/nope/start") == (404, {"error": "NotFoundError",
+                                                                    "message": "Channel nope not found"})  # fmt: skip
+                status, body = await post("/channels/..%2Fx/start")
+                assert (status, body["error"]) == (400, "BadRequest")
+                emu.faults.add("PATCH /channels/{id}/start", Fault(status=500), times=4)  # every retry fails too
+                status, body = await post(f"/channels/{channel.id}/start")
+                assert (status, body["error"]) == (502, "ServerError")
         finally:
             await runner.cleanup()
+
+
+async def test_channel_service_listens_apart_from_the_emulator_of_the_readme(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = load("channel_service")
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    emulator_ports = {int(port) for port in re.findall(r"sigma-async emulator --port (\d+)", readme)}
+    assert emulator_ports and example.DEFAULT_PORT not in emulator_ports  # both run side by side, as documented
+    async with Emulator(manual_clock=True) as emu:
+        use_emulator(monkeypatch, emu)
+        stop = asyncio.Event()
+        async with emu.client() as client:
+            service = asyncio.create_task(example.serve(client, "127.0.0.1", 0, stop=stop))
+            line = await emu.wait_for(lambda: capsys.readouterr().out, timeout=5)
+            url = re.fullmatch(r"serving on (http://127\.0\.0\.1:\d+)\n", line)
+            assert url, line
+            async with aiohttp.ClientSession() as http, http.get(f"{url.group(1)}/channels/x") as resp:
+                assert resp.status == 200
+            stop.set()
+            await asyncio.wait_for(service, 5)
+        # A port already taken is one line on stderr and exit status 1.
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            assert await example.main(["--port", str(taken.getsockname()[1])]) == 1
+        assert "cannot listen on 127.0.0.1:" in capsys.readouterr().err
+
+
+def use_emulator(monkeypatch: pytest.MonkeyPatch, emu: Emulator) -> None:
+    """Point ``SigmaClient.from_env`` at ``emu``, as a user's shell would with ``export SIGMA_...``."""
+    for name, value in (("USERNAME", emu.username), ("SECRET_KEY", emu.secret_key), ("APP_ID", emu.app_id),
+                        ("BASE_URL", emu.url)):  # fmt: skip
+        monkeypatch.setenv(f"SIGMA_{name}", value)
 
 
 async def until_async(

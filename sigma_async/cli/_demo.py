@@ -179,7 +179,8 @@ class _Demo:
         self.say("")
         self.say("Next:", style="bold")
         for line in (
-            "  sigma-async emulator --port 8080        # keep an emulator running, then in another shell:",
+            "  sigma-async emulator --port 8080 --auto-publish 5   # an emulator whose sessions go live 5 s after",
+            "                                          # each start; then in another shell:",
             "  export SIGMA_BASE_URL=http://127.0.0.1:8080 SIGMA_USERNAME=emulator \\",
             "         SIGMA_SECRET_KEY=emulator-secret SIGMA_APP_ID=emulator-app",
             "  sigma-async channels create --name news",

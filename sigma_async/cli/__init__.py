@@ -1,8 +1,9 @@
 """The ``sigma-async`` command line (also ``python -m sigma_async``): ``main(argv) -> exit status``.
 
-Modules: ``_main`` (parser, dispatch, exit statuses), ``_commands`` (what each command does), ``_output``
-(tables, JSON lines, errors), ``_specs`` (``create-many`` input), ``_demo``, and one module per command that
-brings its own options (see ``_main.COMMAND_MODULES``).
+Modules: ``_main`` (parser, dispatch, exit statuses), ``_commands`` (channels, sessions, events), ``_watch``,
+``_output`` (tables, JSON lines, errors), ``_specs`` (``create-many`` input), ``_demo``, ``_extras`` (which
+extra installs what), and one module per command that brings its own options (``_relay``; see
+``_main.COMMAND_MODULES`` for how to add one).
 """
 
 from __future__ import annotations

@@ -34,7 +34,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import anyio
 import msgspec
@@ -348,41 +347,17 @@ def default_replica_name() -> str:
 @contextlib.asynccontextmanager
 async def open_bucket(store_url: str, *, timeout: float = 5.0) -> AsyncIterator[Any]:
     """Connect to ``nats://HOST:PORT/BUCKET`` and yield the KV bucket, created with file storage if missing."""
+    from ._nats import connect, split_nats_url
+
+    server, bucket = split_nats_url(store_url)
     try:
-        import nats
+        nc = await connect(server)
+    except OSError as exc:  # nats-py's "no servers available" is an OSError too
+        raise ConnectionError(f"cannot reach the lease store at {server}: {exc}") from exc
+    try:
         from nats.js.api import KeyValueConfig, StorageType
         from nats.js.errors import BucketNotFoundError
-    except ImportError as exc:
-        raise RuntimeError("replicas need nats-py: pip install 'sigma-async[nats]'") from exc
-    parts = urlsplit(store_url)
-    bucket = parts.path.strip("/")
-    if parts.scheme != "nats" or not parts.hostname or not bucket:
-        raise ValueError(f"a lease store is nats://HOST:PORT/BUCKET, got {store_url!r}")
-    server = f"nats://{parts.hostname}:{parts.port or 4222}"
 
-    closing = False
-
-    def said(what: str) -> Callable[..., Awaitable[None]]:
-        async def log(*args: object) -> None:
-            if not closing:
-                logger.warning("nats %s server=%s %s", what, server, " ".join(repr(a) for a in args))
-
-        return log
-
-    try:
-        nc = await nats.connect(
-            server,
-            connect_timeout=timeout,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-            # nats-py prints whole tracebacks for every failed reconnect; one line each is enough.
-            error_cb=said("error"),
-            disconnected_cb=said("disconnected"),
-            reconnected_cb=said("reconnected"),
-        )
-    except Exception as exc:
-        raise ConnectionError(f"cannot reach the lease store at {server}: {exc!r}") from exc
-    try:
         js = nc.jetstream(timeout=timeout)
         try:
             kv = await js.key_value(bucket)
@@ -391,7 +366,6 @@ async def open_bucket(store_url: str, *, timeout: float = 5.0) -> AsyncIterator[
             kv = await js.create_key_value(KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE))
         yield kv
     finally:
-        closing = True
         with anyio.CancelScope(shield=True):
             await nc.close()
 

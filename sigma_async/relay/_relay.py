@@ -62,15 +62,21 @@ class RelayStats:
 
 
 class _Lane:
-    """One session's records waiting to go out, in order; at most one task drains it at a time."""
+    """One session's records waiting to go out, in order, and its cursor waiting to be saved.
 
-    __slots__ = ("busy", "key", "queue", "session_id")
+    At most one task delivers (``busy``) and one saves (``saving``) at a time, so records go out in order and
+    cursors are saved in order; the lane is forgotten once both are idle and nothing is queued.
+    """
+
+    __slots__ = ("busy", "key", "queue", "saving", "session_id", "unsaved")
 
     def __init__(self, session_id: str, key: str) -> None:
         self.session_id = session_id
         self.key = key  # the watch key it is delivered under: what fence() is asked about
         self.queue: deque[Transition] = deque()
         self.busy = False
+        self.saving = False
+        self.unsaved: str | None = None  # the cursor of the last record taken, not yet saved
 
 
 class Relay:
@@ -78,8 +84,9 @@ class Relay:
 
     Each session's next record waits until the sink has accepted (or rejected) the previous one; a sink that
     raises is retried with ``backoff`` for ever, holding back only that session. After each acceptance the
-    session's cursor is saved to ``store``, and ``run()`` resumes every session from its saved cursor, so a
-    crash loses nothing: what was accepted but not yet saved goes out again, with the same ``id``.
+    session's cursor is saved to ``store`` (while the next records go out; cursors accepted during a save
+    collapse into the latest), and ``run()`` resumes every session from its saved cursor, so a crash loses
+    nothing: what was accepted but not yet saved goes out again, with the same ``id``.
 
     ``run()`` returns when nothing is left to watch (every session ended and delivered, no channel watched) or
     after ``stop()``: then the deliveries in flight finish (and their cursors are saved) and the rest is left for
@@ -245,11 +252,14 @@ class Relay:
                     self._taken(1)
         finally:
             lane.busy = False
-            if not lane.queue and self._lanes.get(lane.session_id) is lane:
-                del self._lanes[lane.session_id]
+            self._forget_if_idle(lane)
+
+    def _forget_if_idle(self, lane: _Lane) -> None:
+        if not lane.queue and not lane.busy and not lane.saving and self._lanes.get(lane.session_id) is lane:
+            del self._lanes[lane.session_id]
 
     async def _deliver(self, lane: _Lane, transition: Transition) -> bool:
-        """Deliver one record until it is accepted or rejected, then save its cursor; False if stopped first."""
+        """Deliver one record until it is accepted or rejected, then have its cursor saved; False if stopped."""
         record = encode_record(transition)
         attempt = 0
         while True:
@@ -268,7 +278,14 @@ class Relay:
                 if not await self._wait(self.backoff.delay(attempt, getattr(exc, "retry_after", None))):
                     return False
         self._record(transition, outcome)
-        return await self._save(lane, transition)
+        # The next record goes out while this cursor is saved: a save waits for the store (an fsync, a round
+        # trip), delivery waits only for the sink. Cursors saved while one save is in flight collapse into the
+        # latest, so a burst of one session costs one save, not one per record.
+        lane.unsaved = transition.cursor
+        if not lane.saving and self._lanes_tg is not None:
+            lane.saving = True
+            self._lanes_tg.start_soon(self._save_latest, lane, name=f"sigma-async relay save {lane.session_id}")
+        return True
 
     def _record(self, transition: Transition, outcome: Outcome) -> None:
         if outcome.accepted:
@@ -282,7 +299,18 @@ class Relay:
         logger.warning("relay: %s %s of session %s rejected, skipped: %s",
                        transition.kind, transition.id, transition.session_id, outcome.detail)
 
-    async def _save(self, lane: _Lane, transition: Transition) -> bool:
+    async def _save_latest(self, lane: _Lane) -> None:
+        try:
+            while lane.unsaved is not None:
+                cursor, lane.unsaved = lane.unsaved, None
+                if not await self._save(lane, cursor):
+                    break
+        finally:
+            lane.saving = False
+            self._forget_if_idle(lane)
+
+    async def _save(self, lane: _Lane, cursor: str) -> bool:
+        """Save one session's cursor if this process still owns its watch; False if it stopped trying."""
         try:
             owned = await self.ownership.fence(lane.key)
         except Exception as exc:
@@ -293,20 +321,20 @@ class Relay:
         if not owned:
             logger.warning("relay: %s is owned elsewhere now; cursor of session %s not saved",
                            lane.key, lane.session_id)
-            self._drop(lane, keep_first=True)
-            return True
+            lane.unsaved = None
+            self._drop(lane)
+            return False
         attempt = 0
         while True:
             try:
-                await self.store.save(transition.session_id, transition.cursor)
-                break
+                await self.store.save(lane.session_id, cursor)
+                return True
             except Exception as exc:
                 attempt += 1
                 logger.warning("relay: cursor of session %s not saved (attempt %d): %s",
-                               transition.session_id, attempt, _describe(exc))
+                               lane.session_id, attempt, _describe(exc))
                 if not await self._wait(self.backoff.delay(attempt)):
-                    return True  # delivered but not saved: the next run sends it again, with the same id
-        return True
+                    return False  # accepted but not saved: the next run sends it again, with the same id
 
     async def _wait(self, seconds: float) -> bool:
         """Sleep unless stopped; False if ``stop()`` came first."""
@@ -320,12 +348,10 @@ class Relay:
                 self._waits.discard(scope)
         return not self._stopping
 
-    def _drop(self, lane: _Lane, *, keep_first: bool = False) -> None:
-        # The record in flight stays at the head for _drain to pop; the rest are for the key's next owner.
-        kept = 1 if keep_first and lane.queue else 0
-        dropped = len(lane.queue) - kept
-        while len(lane.queue) > kept:
-            lane.queue.pop()
+    def _drop(self, lane: _Lane) -> None:
+        # Left for the key's next owner. A record in flight finishes; _drain sees it gone and does not pop.
+        dropped = len(lane.queue)
+        lane.queue.clear()
         self._taken(dropped)
 
     def _taken(self, count: int) -> None:

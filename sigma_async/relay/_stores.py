@@ -6,8 +6,10 @@ The JetStream key-value store lives in ``_nats.py`` (it needs the ``nats`` extra
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import anyio
@@ -42,13 +44,17 @@ class FileCursorStore:
 
     Each save writes the whole map to a temporary file beside it, fsyncs it, renames it over the old one and
     fsyncs the directory: a ``kill -9`` (or a power cut) at any moment leaves the old map or the new one, never a
-    torn file. Saves that arrive while a write is in flight are committed together by the next write, so many
-    sessions delivering at once share fsyncs. The file is read once, when the store is made. One relay per file:
+    torn file. Each save returns once a write holding it is on disk; saves that arrive while a write is in flight,
+    or less than ``min_interval`` seconds after the last one began, are committed together by the next write. So
+    the file is rewritten at most ``1 / min_interval`` times a second however many sessions deliver, and a write's
+    cost (which grows with the number of sessions) is shared. The file is read once, when the store is made.
+    One relay per file:
     two processes writing it would overwrite each other's cursors (use a ``nats://`` store for replicas).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, min_interval: float = 0.1) -> None:
         self.path = Path(path)
+        self.min_interval = min_interval
         self._cursors = _read(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # A save cut short by a kill leaves its temporary file; the map it held is older than the one read above.
@@ -58,6 +64,7 @@ class FileCursorStore:
         self._lock = anyio.Lock()
         self._changes = 0  # saves made so far
         self._written = 0  # saves covered by the file on disk
+        self._last_write = -math.inf  # time.monotonic() when the last write began
 
     async def load(self, key: str) -> str | None:
         return self._cursors.get(key)
@@ -72,6 +79,11 @@ class FileCursorStore:
         async with self._lock:
             if self._written >= mine:
                 return  # the write that just finished included this save
+            # Saves arriving meanwhile join this write. The relay delivers the next records while it waits.
+            wait = self._last_write + self.min_interval - time.monotonic()
+            if wait > 0:
+                await anyio.sleep(wait)
+            self._last_write = time.monotonic()
             covered = self._changes
             data = msgspec.json.encode(self._cursors)
             # In a thread: an fsync can take milliseconds, which would stall every watch on this loop.

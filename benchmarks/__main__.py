@@ -20,7 +20,8 @@ __all__ = ["SECTIONS", "Sizes", "main"]
 #: starts a webhook receiver, two nats-servers and an emulator).
 SECTIONS = ("calls", "loops", "decode", "bulk", "watch")
 # Run only when named: ``replicas`` starts a nats-server, an emulator and three relay processes (about a minute).
-OPTIONAL = ("profile", "relay", "replicas")
+# ``throttle`` runs the request budget against a throttling emulator, with and without ``adaptive``.
+OPTIONAL = ("profile", "relay", "replicas", "throttle")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class Sizes:
     decode_rounds: int
     decode_seconds: float
     profile_calls: int
+    throttle_seconds: float = 15.0
 
 
 FULL = Sizes(
@@ -49,12 +51,13 @@ FULL = Sizes(
 )
 QUICK = replace(
     FULL, requests=600, httpx_requests=60, rounds=3, sessions=(100,), window=3, decode_rounds=5, decode_seconds=0.05,
-    profile_calls=5000,
+    profile_calls=5000, throttle_seconds=8.0,
 )
 # A few seconds, for CI: every section runs and prints, the figures mean little.
 SMOKE = replace(
     FULL, requests=40, httpx_requests=8, rounds=1, concurrency=(1, 8), sessions=(20,), interval=0.5, window=2,
     bulk_items=100, bulk_concurrency=10, bulk_latency=0.02, decode_rounds=2, decode_seconds=0.005, profile_calls=200,
+    throttle_seconds=2.0,
 )
 
 
@@ -158,9 +161,17 @@ def _runners(sizes: Sizes, loop: str, pool: int, wanted: list[str]) -> dict[str,
         runners["relay"] = lambda: _relay(sizes, loop)
     if "profile" in wanted:
         runners["profile"] = lambda: _profile(sizes)
+    if "throttle" in wanted:
+        runners["throttle"] = lambda: _throttle(sizes)
     if "replicas" in wanted:
         runners["replicas"] = lambda: _replicas(sizes)
     return runners
+
+
+def _throttle(sizes: Sizes) -> list[Section]:
+    from . import throttle
+
+    return [throttle.run(throttle.ThrottleConfig(seconds=sizes.throttle_seconds))]
 
 
 def _replicas(sizes: Sizes) -> list[Section]:

@@ -18,6 +18,7 @@ How the adaptive rate moves, and where it departs from botocore's ``ClientRateLi
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections import deque
@@ -25,6 +26,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 __all__ = ["BudgetStats", "RequestBudget", "TokenBucket"]
+
+logger = logging.getLogger("sigma_async")
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -96,6 +99,11 @@ class TokenBucket:
         """How many callers are waiting for a token."""
         return len(self._line)
 
+    def drain(self) -> None:
+        """Spend every saved token: the next caller waits for a fresh one."""
+        self._refill()
+        self._tokens = 0.0
+
     async def acquire(self) -> None:
         """Wait for a token, behind everyone already waiting."""
         if not self._line and self._take():
@@ -126,7 +134,7 @@ class TokenBucket:
         if math.isinf(rate):
             self._tokens = math.inf
         elif math.isinf(self._tokens):
-            self._tokens = self._capacity(rate)  # a limit begins: one burst's worth may go, not a flood
+            self._tokens = self._capacity(rate)  # a ceiling set on a client that had none: one burst's worth
         else:
             self._tokens = min(self._capacity(rate), self._tokens + max(0.0, now - self._stamp) * rate)
         self._stamp = now
@@ -193,14 +201,19 @@ class RequestBudget:
         self._throttles.record(now)
         if not self.adaptive or epoch != self.epoch:
             return
-        sent = self._sends.rate(now)
+        sends, span = self._sends.window(now)
+        throttles, _ = self._throttles.window(now)
+        sent = sends / span
         w_max = min(self.allowed_rate(now), sent)
-        if self._sends.count >= MIN_SAMPLES:
+        if sends >= MIN_SAMPLES:
             # Enough requests to tell what the server let through: that, not what was sent, is its limit.
-            w_max = min(w_max, sent - self._throttles.rate(now))
+            w_max = min(w_max, (sends - throttles) / span)
         self._cubic = _Cubic(max(MIN_RATE, w_max), now)
         self.epoch += 1
         self.engaged = True
+        # The server has no room left right now: tokens saved up at the old rate would only meet more 429s.
+        self._bucket.drain()
+        logger.debug("429: sending rate cut to %.1f/s (w_max %.1f/s, %.1f/s sent)", w_max * BETA, w_max, sent)
 
     def allowed_rate(self, now: float) -> float:
         """Requests per second allowed at ``now``: the ceiling, or the adaptive rate under it (inf: no limit)."""
@@ -246,29 +259,25 @@ class _Cubic:
 class _RateMeter:
     """Events per second over the last ``WINDOW`` seconds, from their times (bounded memory)."""
 
-    __slots__ = ("_since", "_times")
+    __slots__ = ("_times",)
 
     def __init__(self, limit: int = 8192) -> None:
         self._times: deque[float] = deque(maxlen=limit)
-        self._since: float | None = None
 
     def record(self, now: float) -> None:
-        if self._since is None:
-            self._since = now
         self._times.append(now)
 
-    @property
-    def count(self) -> int:
-        """Events kept from the last window (as of the last ``rate``)."""
-        return len(self._times)
-
-    def rate(self, now: float) -> float:
+    def window(self, now: float) -> tuple[int, float]:
+        """Events in the last window, and the seconds from the oldest of them to now: a burst after a quiet
+        spell is measured at its own pace, not spread over the window (never under ``MIN_SPAN``)."""
         times = self._times
         cutoff = now - WINDOW
         while times and times[0] <= cutoff:
             times.popleft()
-        if not times or self._since is None:
-            return 0.0
-        # With more events than kept, measure over those kept.
-        span = now - times[0] if len(times) == times.maxlen else min(WINDOW, now - self._since)
-        return len(times) / max(span, MIN_SPAN)
+        if not times:
+            return 0, WINDOW
+        return len(times), max(now - times[0], MIN_SPAN)
+
+    def rate(self, now: float) -> float:
+        count, span = self.window(now)
+        return count / span

@@ -19,6 +19,7 @@ from ._control import add_control_routes, is_control_route
 from ._faults import Fault, FaultPlan, Journal, JournalEntry
 from ._query import parse_list_query
 from ._state import EmulatorError, EmulatorState
+from ._throttle import Throttle
 
 __all__ = ["BASE_PATH", "build_app"]
 
@@ -34,9 +35,13 @@ _create_decoder = msgspec.json.Decoder(ChannelCreateBody)
 _encoder = msgspec.json.Encoder()
 
 
-def build_app(state: EmulatorState, faults: FaultPlan, journal: Journal, credentials: Credentials) -> web.Application:
+def build_app(
+    state: EmulatorState, faults: FaultPlan, journal: Journal, credentials: Credentials,
+    throttle: Throttle | None = None,
+) -> web.Application:
     """The aiohttp application serving ``state`` under ``/api/livestream``."""
     api = _Api(state, faults, journal, credentials)
+    api.throttle = throttle or Throttle()
     app = web.Application(middlewares=[api.middleware])
     routes: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = {
         "POST /channels": api.create_channel,
@@ -62,6 +67,7 @@ class _Api:
         self.journal = journal
         self.credentials = credentials
         self._token = credentials.authorization.removeprefix("Basic ").encode()
+        self.throttle = Throttle()
 
     # -- the request pipeline -------------------------------------------------------------------------------
 
@@ -81,7 +87,10 @@ class _Api:
         )
         status: int | None = None
         try:
-            response, entry.fault = await self._answer(request, handler, route)
+            if (route is not None and is_control_route(route)) or self.throttle.admit():
+                response, entry.fault = await self._answer(request, handler, route)
+            else:  # over the server's rate: turned away before anything else is looked at
+                response = throttled_response(self.throttle)
             if response is None:
                 # No HTTP answer at all: the client sees the connection closed under it.
                 if request.transport is not None:
@@ -191,6 +200,12 @@ class _Api:
 
 def json_response(payload: Any, *, status: int = 200) -> web.Response:
     return web.Response(body=_encoder.encode(payload), status=status, content_type="application/json")
+
+
+def throttled_response(throttle: Throttle) -> web.Response:
+    """429, as a rate-limited API answers, with ``Retry-After`` when the throttle sets one."""
+    headers = {"Retry-After": _format_retry_after(throttle.retry_after)} if throttle.retry_after is not None else None
+    return error_response(429, f"Rate limit of {throttle.rate:g} requests per second exceeded", headers=headers)
 
 
 def error_response(status: int, message: str, *, headers: dict[str, str] | None = None) -> web.Response:

@@ -19,6 +19,7 @@ from ._clock import Clock
 from ._control import AutoPublisher
 from ._faults import FaultPlan, Journal
 from ._state import ChannelState, EmulatorState, SessionState
+from ._throttle import Throttle
 
 if TYPE_CHECKING:
     from .._client import SigmaClient
@@ -59,6 +60,7 @@ class Emulator:
         start_time: datetime | None = None,
         journal_limit: int = 10_000,
         auto_publish: float | None = None,
+        throttle: float | None = None,
     ) -> None:
         self.credentials = Credentials(username=username, secret_key=secret_key, app_id=app_id)
         self.host = host
@@ -67,6 +69,10 @@ class Emulator:
         self.clock = Clock(start=start_time, speed=speed, manual=manual_clock)
         self.state = EmulatorState(self.clock, app_id=app_id, rng=random.Random(rng.getrandbits(64)))
         self.faults = FaultPlan(random.Random(rng.getrandbits(64)))
+        #: ``throttle=R``: answer 429 past R requests a second (see ``throttle()``).
+        self.throttling = Throttle()
+        if throttle is not None:
+            self.throttling.set(throttle)
         self.journal = Journal(limit=journal_limit)
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
@@ -87,7 +93,7 @@ class Emulator:
         """Bind the port and serve; ``url`` is known from here on."""
         if self._runner is not None:
             raise RuntimeError("the emulator is already running")
-        app = build_app(self.state, self.faults, self.journal, self.credentials)
+        app = build_app(self.state, self.faults, self.journal, self.credentials, self.throttling)
         # Handler cancellation lets a client that gives up on a slow (latency-faulted) answer free the server;
         # the short shutdown timeout keeps close() quick even then.
         runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.25, access_log=None)
@@ -217,6 +223,15 @@ class Emulator:
     ) -> Event:
         """Append any event to a session (unknown actions too), stamped by the emulator's clock unless ``at``."""
         return self.state.add_event(session_id, action, message=message, actor=actor, at=at)
+
+    def throttle(self, rate: float | None, *, burst: float | None = None, retry_after: float | None = None) -> Throttle:
+        """Answer 429 past ``rate`` requests a second, bursts of ``burst`` allowed (None: stop throttling).
+
+        >>> emu.throttle(100)
+        >>> emu.throttling.refused    # requests turned away so far
+        """
+        self.throttling.set(rate, burst=burst, retry_after=retry_after)
+        return self.throttling
 
     def set_status(self, session_id: str, status: str) -> SessionState:
         """Set a session's status to any string, known to the SDK or not."""

@@ -35,6 +35,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="a simulated encoder connects to each session this many emulated seconds after its channel starts, "
         "so the session goes live (default: never; drive sessions with the control routes instead)",
     )  # fmt: skip
+    parser.add_argument(
+        "--throttle", type=float, default=None, metavar="RATE",
+        help="answer 429 past RATE requests per second, as a rate-limited API does (default: no limit)",
+    )  # fmt: skip
     parser.epilog = CONTROL_HELP
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
@@ -60,6 +64,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         parser.error(f"--speed must be > 0, got {args.speed}")
     if args.auto_publish is not None and not 0 <= args.auto_publish < float("inf"):
         parser.error(f"--auto-publish must be a number of seconds >= 0, got {args.auto_publish}")
+    if args.throttle is not None and not 0 < args.throttle < float("inf"):
+        parser.error(f"--throttle must be a number of requests per second > 0, got {args.throttle}")
     try:
         emulator = Emulator(
             host=args.host,
@@ -70,6 +76,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
             speed=args.speed,
             seed=args.seed,
             auto_publish=args.auto_publish,
+            throttle=args.throttle,
         )
     except ValueError as exc:  # e.g. credentials the client could not send
         parser.error(str(exc))

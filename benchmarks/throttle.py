@@ -1,0 +1,132 @@
+"""The adaptive request budget against a server that throttles: accepted requests/s and share throttled.
+
+The emulator runs as its own process (``python -m sigma_async.testing --throttle R``), answering 429 past R
+requests a second. Many concurrent callers read one channel as fast as they can through one client, once with
+``adaptive=False`` (retries and backoff only) and once with ``adaptive=True``, each for the same time.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import anyio
+
+from sigma_async import ChannelCreate, SigmaClient, SigmaError
+
+from ._report import Section, status_for
+
+__all__ = ["ThrottleConfig", "run"]
+
+#: Targets: against a server throttling at R, the adaptive client gets at least this share of R accepted...
+MIN_ACCEPTED_SHARE = 0.80
+#: ... with at most this share of its requests throttled.
+MAX_THROTTLED = 0.10
+
+
+@dataclass(frozen=True)
+class ThrottleConfig:
+    rate: float = 100.0
+    callers: int = 64
+    seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    seconds: float
+    sent: int
+    throttled: int
+    calls_ok: int
+    calls_failed: int
+    final_rate: float | None
+
+    @property
+    def accepted_per_second(self) -> float:
+        return (self.sent - self.throttled) / self.seconds
+
+    @property
+    def throttled_share(self) -> float:
+        return self.throttled / self.sent if self.sent else float("nan")
+
+
+def run(config: ThrottleConfig) -> Section:
+    with _emulator(config.rate) as (url, creds):
+        outcomes = {adaptive: anyio.run(_drive, config, url, creds, adaptive) for adaptive in (False, True)}
+    off, on = outcomes[False], outcomes[True]
+    sec = Section(
+        "throttle",
+        f"Request budget: {config.callers} callers for {config.seconds:g} s against a server throttling at "
+        f"{config.rate:g} req/s",
+    )
+    share = on.accepted_per_second / config.rate
+    sec.add(
+        "accepted req/s, adaptive", f"{on.accepted_per_second:.1f}", f"adaptive=False {off.accepted_per_second:.1f}",
+        f"{share:.0%} of limit", f"≥ {MIN_ACCEPTED_SHARE:.0%} of limit", status_for(share, at_least=MIN_ACCEPTED_SHARE),
+    )
+    sec.add(
+        "requests throttled (429), adaptive", f"{on.throttled_share:.1%}", f"adaptive=False {off.throttled_share:.1%}",
+        "", f"≤ {MAX_THROTTLED:.0%}", status_for(on.throttled_share, below=MAX_THROTTLED + 1e-9),
+    )
+    sec.add("calls that failed (429 past retries)", f"{on.calls_failed}", f"adaptive=False {off.calls_failed}")
+    sec.notes.append(
+        f"Requests sent: adaptive {on.sent} ({on.throttled} throttled), adaptive=False {off.sent} ({off.throttled} "
+        f"throttled). Rate allowed at the end, adaptive: {on.final_rate or 0:.1f} req/s. Default RetryPolicy."
+    )
+    sec.data = {name: vars(o) | {"accepted_per_second": o.accepted_per_second, "throttled_share": o.throttled_share}
+                for name, o in (("adaptive", on), ("fixed", off))}
+    return sec
+
+
+async def _drive(config: ThrottleConfig, url: str, creds: dict[str, str], adaptive: bool) -> Outcome:
+    ok = failed = 0
+    async with SigmaClient(base_url=url, adaptive=adaptive, **creds) as client:
+        channel = await client.channels.create(ChannelCreate(name=f"throttle-{adaptive}"))
+        # Each run starts from a full server bucket and a fresh client.
+        await anyio.sleep(1.0)
+        before = client.stats
+        deadline = time.perf_counter() + config.seconds
+
+        async def caller() -> None:
+            nonlocal ok, failed
+            while time.perf_counter() < deadline:
+                try:
+                    await client.channels.get(channel.id)
+                    ok += 1
+                except SigmaError:
+                    failed += 1
+
+        start = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for _ in range(config.callers):
+                tg.start_soon(caller)
+        wall = time.perf_counter() - start
+        after = client.stats
+    return Outcome(
+        seconds=wall, sent=after.sent - before.sent, throttled=after.throttled - before.throttled,
+        calls_ok=ok, calls_failed=failed, final_rate=after.rate,
+    )
+
+
+@contextmanager
+def _emulator(rate: float) -> Iterator[tuple[str, dict[str, str]]]:
+    """The standalone emulator in its own process; yields its URL and credentials from its ready line."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sigma_async.testing", "--throttle", str(rate)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        found = re.search(r"listening on (\S+) username=(\S+) app_id=(\S+) secret_key=(\S+)", line)
+        if found is None:
+            raise RuntimeError(f"the emulator did not start: {line!r}")
+        url, username, app_id, secret_key = found.groups()
+        yield url, {"username": username, "app_id": app_id, "secret_key": secret_key}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

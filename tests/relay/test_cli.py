@@ -117,3 +117,13 @@ async def test_usage_errors_exit_2_with_one_line(emu: Emulator, args: list[str],
     status, _, err = await finish(await relay(emu, *args))
     assert status == 2, err
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+async def test_a_session_the_api_does_not_know_fails_alone_with_status_1(emu: Emulator) -> None:
+    channel_id, sid = live_session(emu)
+    proc = await relay(emu, "--sink", "-", "--session", sid, "--session", "no-such-session")
+    run_course(emu, channel_id)
+    status, out, err = await finish(proc)
+    assert status == 1
+    assert "no-such-session" in err and "Traceback" not in err
+    assert json.loads(out.splitlines()[-1])["kind"] == "ended", "the other session was relayed to its end"

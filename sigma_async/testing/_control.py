@@ -87,8 +87,11 @@ class AutoPublisher:
         state.next_scheduled = self.next_due
 
     def session_started(self, session: SessionState) -> None:
-        heapq.heappush(self._due, (session.created_at + self.delay, next(self._order), session.id))
-        if self._state is not None and self._state.on_deadline is not None:
+        assert self._state is not None, "installed before any session starts"
+        # From the clock, not ``created_at``: that may be nudged a tick later to keep sessions ordered.
+        due = self._state.clock.now() + self.delay
+        heapq.heappush(self._due, (due, next(self._order), session.id))
+        if self._state.on_deadline is not None:
             self._state.on_deadline()  # the real-time timer task sleeps until the earliest timer: wake it
 
     def next_due(self) -> datetime | None:

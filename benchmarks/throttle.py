@@ -77,6 +77,10 @@ def run(config: ThrottleConfig) -> Section:
         f"Requests sent: adaptive {on.sent} ({on.throttled} throttled), adaptive=False {off.sent} ({off.throttled} "
         f"throttled). Rate allowed at the end, adaptive: {on.final_rate or 0:.1f} req/s. Default RetryPolicy."
     )
+    sec.notes.append(
+        f"Both runs open with {config.callers} calls at once, before any 429 was seen; the server lets "
+        f"{max(1, config.rate / 10):g} through. Most of the adaptive client's 429s are that opening burst."
+    )
     sec.data = {name: vars(o) | {"accepted_per_second": o.accepted_per_second, "throttled_share": o.throttled_share}
                 for name, o in (("adaptive", on), ("fixed", off))}
     return sec

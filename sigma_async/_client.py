@@ -354,7 +354,7 @@ class Events(_Resource):
         self, session_id: str, *, page: int = 1, per_page: int = 100, sort: str = proto.DEFAULT_SORT
     ) -> Page[Event]:
         request = proto.build_list_events(session_id, page, per_page, sort)
-        return await self._client._call(request, proto.EVENT_PAGE_DECODER)
+        return await self._read_page(request)
 
     async def list_app(self, *, page: int = 1, per_page: int = 100, sort: str = proto.DEFAULT_SORT) -> Page[Event]:
         """Events of every session of the app, newest first: the listing ``poll="feed"`` reads.
@@ -362,7 +362,20 @@ class Events(_Resource):
         The vendor page documents event listings filtered by session only; this is the same listing without
         ``q``. A server that refuses it answers with an error (see ``monitor(poll="auto")``).
         """
-        return await self._client._call(proto.build_list_app_events(page, per_page, sort), proto.EVENT_PAGE_DECODER)
+        return await self._read_page(proto.build_list_app_events(page, per_page, sort))
+
+    async def _read_page(self, request: Request) -> Page[Event]:
+        client = self._client
+        page, skipped = proto.decode_event_page(await client.send(request), client._secrets)
+        for item in skipped:
+            # Once per item, not once per poll that reads it again.
+            digest = hash(item)
+            if digest not in client._warned:
+                client._warned[digest] = None
+                if len(client._warned) > 1024:
+                    del client._warned[next(iter(client._warned))]
+                logger.warning("%s: skipped an event with no id or no readable time", request.path)
+        return page
 
     def iter(self, session_id: str, *, per_page: int = ITER_PAGE_SIZE) -> AsyncIterator[Event]:
         """Every event of a session, newest first, reading pages lazily."""

@@ -6,7 +6,7 @@ tomorrow decodes today; the known values are listed as constants. Unknown fields
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -257,6 +257,13 @@ class Event(msgspec.Struct, rename="camel"):
     actor: str | None = None
     message: str | None = None
     updated_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        # A timestamp without a zone is UTC: compared with zoned ones it would otherwise raise TypeError.
+        if self.created_at.tzinfo is None:
+            self.created_at = self.created_at.replace(tzinfo=timezone.utc)
+        if self.updated_at is not None and self.updated_at.tzinfo is None:
+            self.updated_at = self.updated_at.replace(tzinfo=timezone.utc)
 
 
 class Session(msgspec.Struct, rename="camel"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import uuid
 from collections.abc import Awaitable, Callable
@@ -17,7 +18,7 @@ from .._config import Credentials
 from ..models import ChannelCreateBody, Page, SessionStatus
 from ._control import add_control_routes, is_control_route
 from ._faults import Fault, FaultPlan, Journal, JournalEntry
-from ._query import parse_list_query
+from ._query import ListQuery, parse_list_query
 from ._state import EmulatorError, EmulatorState
 from ._throttle import Throttle
 
@@ -173,7 +174,7 @@ class _Api:
         return json_response({})
 
     async def list_sessions(self, request: web.Request) -> web.StreamResponse:
-        query = parse_list_query(request.query, filter_fields=SESSION_FILTERS, sort_fields=SESSION_SORTS)
+        query = self._capped(parse_list_query(request.query, filter_fields=SESSION_FILTERS, sort_fields=SESSION_SORTS))
         items, total = query.select(self.state.sessions.values())
         page = Page(
             data=[s.to_model() for s in items], total=total, count=len(items), page=query.page, per_page=query.per_page
@@ -185,17 +186,28 @@ class _Api:
         return json_response(SessionStatus(status=session.status))
 
     async def list_events(self, request: web.Request) -> web.StreamResponse:
-        query = parse_list_query(request.query, filter_fields=EVENT_FILTERS, sort_fields=EVENT_SORTS)
+        query = self._capped(parse_list_query(request.query, filter_fields=EVENT_FILTERS, sort_fields=EVENT_SORTS))
         session_id = query.value_of("session_id")
+        state = self.state
         if session_id is not None:
             # The usual question is about one session: read only its events.
-            session = self.state.sessions.get(session_id)
-            candidates = list(session.events) if session is not None else []
+            session = state.sessions.get(session_id)
+            items, total = query.select(list(session.events) if session is not None else [])
+        elif not state.app_wide_listings:
+            raise EmulatorError(400, "q is required: list the events of one session ({\"sessionId\": id})")
+        elif not query.filters and query.sort_attr == "updated_at" and query.descending:
+            # The app-wide feed: from the index, so that a page costs O(page) however many events there are.
+            items, total = state.event_index.newest_first(query.page, query.per_page), len(state.event_index)
         else:
-            candidates = [e for s in self.state.sessions.values() for e in s.events]
-        items, total = query.select(candidates)
-        page = Page(data=items, total=total, count=len(items), page=query.page, per_page=query.per_page)
+            items, total = query.select([e for s in state.sessions.values() for e in s.events])
+        raw = state.raw_events
+        data: list[Any] = [msgspec.Raw(raw[e.id]) if e.id in raw else e for e in items] if raw else list(items)
+        page = Page(data=data, total=total, count=len(items), page=query.page, per_page=query.per_page)
         return json_response(page)
+
+    def _capped(self, query: ListQuery) -> ListQuery:
+        cap = self.state.max_per_page
+        return query if cap is None or query.per_page <= cap else dataclasses.replace(query, per_page=cap)
 
 
 def json_response(payload: Any, *, status: int = 200) -> web.Response:

@@ -61,6 +61,8 @@ class Emulator:
         journal_limit: int = 10_000,
         auto_publish: float | None = None,
         throttle: float | None = None,
+        app_wide_listings: bool = True,
+        max_per_page: int | None = None,
     ) -> None:
         self.credentials = Credentials(username=username, secret_key=secret_key, app_id=app_id)
         self.host = host
@@ -68,6 +70,10 @@ class Emulator:
         rng = random.Random(seed)
         self.clock = Clock(start=start_time, speed=speed, manual=manual_clock)
         self.state = EmulatorState(self.clock, app_id=app_id, rng=random.Random(rng.getrandbits(64)))
+        #: ``app_wide_listings=False``: event listings without ``q`` answer 400 (to test ``poll="auto"``).
+        self.state.app_wide_listings = app_wide_listings
+        #: ``max_per_page=N``: listings hold at most N items whatever ``perPage`` asked, and say so.
+        self.state.max_per_page = max_per_page
         self.faults = FaultPlan(random.Random(rng.getrandbits(64)))
         #: ``throttle=R``: answer 429 past R requests a second (see ``throttle()``).
         self.throttling = Throttle()
@@ -223,6 +229,18 @@ class Emulator:
     ) -> Event:
         """Append any event to a session (unknown actions too), stamped by the emulator's clock unless ``at``."""
         return self.state.add_event(session_id, action, message=message, actor=actor, at=at)
+
+    def add_late_event(self, session_id: str, action: str, *, created_at: datetime) -> Event:
+        """An event written now but dated ``created_at``, earlier than events already listed."""
+        return self.state.add_late_event(session_id, action, created_at=created_at)
+
+    def edit_event(self, session_id: str, event_id: str, *, message: str | None = None) -> Event:
+        """Edit a listed event: its ``updatedAt`` moves to now."""
+        return self.state.edit_event(session_id, event_id, message=message)
+
+    def add_malformed_event(self, session_id: str, action: str, /, **wire: object) -> Event:
+        """An event listed with wire fields replaced, e.g. ``created_at=None`` or a naive ``updated_at``."""
+        return self.state.add_malformed_event(session_id, action, **wire)
 
     def throttle(self, rate: float | None, *, burst: float | None = None, retry_after: float | None = None) -> Throttle:
         """Answer 429 past ``rate`` requests a second, bursts of ``burst`` allowed (None: stop throttling).

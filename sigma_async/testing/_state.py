@@ -9,8 +9,11 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+import msgspec
+
 from ..models import ChannelCreateBody, ClientInfo, Event, EventAction, Status
 from ._clock import Clock
+from ._index import EventIndex
 from ._records import RTMP_SERVER, ChannelState, SessionState
 
 __all__ = ["ChannelState", "EmulatorError", "EmulatorState", "SessionState"]
@@ -56,6 +59,14 @@ class EmulatorState:
         self.on_session_start: Callable[[SessionState], object] | None = None
         self.before_tick: Callable[[], object] | None = None
         self.next_scheduled: Callable[[], datetime | None] | None = None
+        #: The app's events in written order, for listings without ``q`` (``poll="feed"``).
+        self.event_index = EventIndex()
+        #: Whether listings without ``q`` are served (off: they answer 400, as a server that does not has it).
+        self.app_wide_listings = True
+        #: The most items a listing page holds, whatever ``perPage`` asked (None: no cap beyond the API's).
+        self.max_per_page: int | None = None
+        #: Event ids whose wire form is replaced by this raw JSON object (malformed events for tests).
+        self.raw_events: dict[str, bytes] = {}
         self._rng = rng or random.Random()
         # (deadline, session id), a heap with stale entries skipped lazily: a request's tick costs O(log n) for
         # thousands of armed sessions, not a scan of them all.
@@ -211,6 +222,29 @@ class EmulatorState:
         """Append any event, known action or not, without touching the session's status."""
         return self._event(self.session(session_id), action, actor=actor, message=message, at=at)
 
+    def add_late_event(self, session_id: str, action: str, *, created_at: datetime) -> Event:
+        """An event written now but dated earlier (its ``createdAt`` older than events already listed)."""
+        session = self.session(session_id)
+        event = self._event(session, action)
+        return self._rewrite(session, event, msgspec.structs.replace(event, created_at=created_at))
+
+    def edit_event(self, session_id: str, event_id: str, *, message: str | None = None) -> Event:
+        """Edit an event: its ``updatedAt`` moves to now, its ``createdAt`` and id stay."""
+        session = self.session(session_id)
+        event = next((e for e in session.events if e.id == event_id), None)
+        if event is None:
+            raise EmulatorError(404, f"Event {event_id} not found")
+        edited = msgspec.structs.replace(event, updated_at=self._stamp(session), message=message or event.message)
+        return self._rewrite(session, event, edited)
+
+    def add_malformed_event(self, session_id: str, action: str, /, **wire: object) -> Event:
+        """An event listed with some wire fields replaced (``createdAt=None``, a naive timestamp, ...)."""
+        event = self._event(self.session(session_id), action)
+        body = msgspec.to_builtins(event)
+        body.update({_camel(k): v for k, v in wire.items()})
+        self.raw_events[event.id] = msgspec.json.encode(body)
+        return event
+
     def set_status(self, session_id: str, status: str) -> SessionState:
         """Set any status string, known or not, without adding an event."""
         session = self.session(session_id)
@@ -290,7 +324,13 @@ class EmulatorState:
             message=message if message is not None else MESSAGES.get(action),
         )
         session.events.append(event)
+        self.event_index.add(event)
         return event
+
+    def _rewrite(self, session: SessionState, old: Event, new: Event) -> Event:
+        session.events[session.events.index(old)] = new
+        self.event_index.replace(old, new)
+        return new
 
     def _set_status(self, session: SessionState, status: str) -> None:
         session.status = status
@@ -339,3 +379,8 @@ class EmulatorState:
             app="livestream",
             stream_id="vid-" + "".join(self._rng.choices(alphabet, k=7)),
         )
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)

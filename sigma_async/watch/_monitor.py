@@ -274,11 +274,14 @@ class _Core:
         if runner is not None and not runner.done():
             runner.cancel()
             await asyncio.wait([runner])
+        # A runner cancelled before its first step never opened (so never closed) the send side.
+        self.send.close()
         self.receive.close()
 
     def abandon(self) -> None:
         self.finished = True
         if self.runner is not None and not self.runner.done():
             self.runner.cancel()
+        self.send.close()
         self.receive.close()
 

@@ -104,8 +104,9 @@ def _served(page: Page[Event], asked: int) -> int:
 
 
 def is_fatal(exc: SigmaError) -> bool:
-    """Failures a watch cannot outwait: bad credentials, no permission, no such session."""
-    return isinstance(exc, (AuthenticationError, PermissionDeniedError, NotFoundError)) or (
+    """Failures a watch cannot outwait: bad credentials, no permission, no such session, server data it cannot
+    follow (a ``WatchError``)."""
+    return isinstance(exc, (AuthenticationError, PermissionDeniedError, NotFoundError, WatchError)) or (
         isinstance(exc, APIStatusError) and 400 <= exc.status_code < 500 and exc.status_code not in (408, 429)
     )
 

@@ -16,11 +16,12 @@ import msgspec
 from . import _protocol as proto
 from ._budget import BudgetStats, RequestBudget
 from ._config import DEFAULT_BASE_URL, USER_AGENT, Credentials, check_base_url, settings_from_env
+from ._observe import note_failure
 from ._protocol import Request, Response
 from ._retry import PauseGate, RetryPolicy, RetryRunner
 from ._transport import DEFAULT_MAX_BODY, Transport
 from .bulk import BulkResult, ProgressCallback, ResultCallback, run_bounded
-from .errors import SigmaError
+from .errors import APIStatusError, SigmaError
 from .models import Channel, ChannelCreate, Event, Page, Session, SessionStatus
 
 if TYPE_CHECKING:
@@ -88,6 +89,9 @@ class SigmaClient:
         self._gate = PauseGate(self._sleep)
         self._runner = RetryRunner(self.retry, self._gate, self._sleep)
         self._budget = RequestBudget(rate_limit, adaptive, sleep=self._sleep)
+        #: ``on_response(route, status)`` hears of every answer (status 0: none), e.g. for metrics; ``route`` names
+        #: the operation (``sessions.status``), never an id.
+        self.on_response: Callable[[str, int], object] | None = None
         self._warned: dict[int, None] = {}  # events already reported as unreadable (insertion-ordered, bounded)
         self.channels = Channels(self)
         self.sessions = Sessions(self)
@@ -150,13 +154,21 @@ class SigmaClient:
         epoch = budget.epoch
         try:
             response = await self._transport.send(request)
+            if self.on_response is not None:
+                self.on_response(proto.route_of(request), response.status)
             if response.status < 300:
                 return response
             if response.status == 429:
                 budget.on_throttle(epoch)
             raise proto.error_for(response, request, secrets=self._secrets, now=time.time())
         except SigmaError as exc:
+            self._failed(request, exc)
             return await self._runner.recover(self._send_once, request, exc)
+
+    def _failed(self, request: Request, exc: SigmaError) -> None:
+        note_failure(exc)
+        if self.on_response is not None and not isinstance(exc, APIStatusError):
+            self.on_response(proto.route_of(request), 0)  # no HTTP answer (or one too big to read)
 
     async def _send_once(self, request: Request) -> Response:
         # A retry takes its turn in the budget like any other request.
@@ -166,12 +178,18 @@ class SigmaClient:
         else:
             budget.note_send()
         epoch = budget.epoch
-        response = await self._transport.send(request)
-        if response.status < 300:
-            return response
-        if response.status == 429:
-            budget.on_throttle(epoch)
-        raise proto.error_for(response, request, secrets=self._secrets, now=time.time())
+        try:
+            response = await self._transport.send(request)
+            if self.on_response is not None:
+                self.on_response(proto.route_of(request), response.status)
+            if response.status < 300:
+                return response
+            if response.status == 429:
+                budget.on_throttle(epoch)
+            raise proto.error_for(response, request, secrets=self._secrets, now=time.time())
+        except SigmaError as exc:
+            self._failed(request, exc)
+            raise
 
     async def _call(self, request: Request, decoder: msgspec.json.Decoder[M]) -> M:
         return proto.decode(await self.send(request), decoder, self._secrets)

@@ -180,6 +180,17 @@ def build_list_app_events(page: int = 1, per_page: int = 100, sort: str = DEFAUL
     )
 
 
+def route_of(request: Request) -> str:
+    """The operation a request makes, without ids: ``channels.get``, ``sessions.status``, ``events.list_app``."""
+    parts = request.path[len(API_PREFIX) + 1 :].split("/")
+    resource, operation = parts[0], request.operation
+    if operation == Operation.LIST:
+        return f"{resource}.list" if "q=" in request.target else f"{resource}.list_app"
+    if operation == Operation.GET:
+        return f"{resource}.{parts[-1]}" if len(parts) > 2 else f"{resource}.get"
+    return f"{resource}.{operation}"
+
+
 CHANNEL_DECODER: Final = msgspec.json.Decoder(Channel)
 SESSION_PAGE_DECODER: Final = msgspec.json.Decoder(Page[Session])
 EVENT_PAGE_DECODER: Final = msgspec.json.Decoder(Page[Event])

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 
 import anyio
 
+from .._observe import FailureBox, watching_failures
 from .._protocol import check_id
 from ..errors import SigmaError, WatchError
 from ..models import Session
@@ -69,17 +70,18 @@ async def _watch_channel(
     if first_delay > 0:
         await anyio.sleep(first_delay)
     while True:
+        box = FailureBox()
         with anyio.move_on_after(outage.time_left()) as deadline:
+            token = watching_failures.set(box)
             try:
-                if full:
-                    batch = await follower.poll_full()
-                else:
-                    batch = await follower.poll_lean()
+                batch = await (follower.poll_full() if full else follower.poll_lean())
             except SigmaError as exc:
                 await anyio.sleep(outage.delay_after(exc))
                 continue
+            finally:
+                watching_failures.reset(token)
         if deadline.cancelled_caught:
-            raise outage.silence()
+            raise outage.silence(box.last)
         outage.end()
         for transition in batch:
             yield transition

@@ -65,7 +65,8 @@ class Monitor:
         check_poll_mode(poll, feed_allowed=True)
         # The running tasks hold only the core, so the monitor itself can be dropped (and then stop them).
         self._core = _Core(client, interval, stay_open, on_error, max_buffer, stagger, watch_kw)
-        self._core.cursors = dict(cursors or {})
+        # Not copied: a caller (the relay) may learn cursors later, e.g. of a channel it takes over from a replica.
+        self._core.cursors = cursors if cursors is not None else {}
         self._core.poll = poll
         for sid in session_ids:
             self.add_session(sid)
@@ -164,7 +165,7 @@ class _Core:
         self.tg: TaskGroup | None = None
         self.runner: asyncio.Task[None] | None = None
         self.finished = False
-        self.cursors: dict[str, str] = {}
+        self.cursors: Mapping[str, str] = {}
         self.poll = "lean"
         # Sessions a channel watch is reporting now, and by which channel: a session is reported by one watch.
         self.followed: dict[str, str] = {}

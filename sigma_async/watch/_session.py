@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 
+from .._observe import FailureBox, watching_failures
 from .._protocol import check_id
 from ..errors import SigmaError, WatchError
 from ..models import Event
@@ -73,14 +74,18 @@ async def _watch_session(
     if first_delay > 0:
         await anyio.sleep(first_delay)
     while True:
+        box = FailureBox()  # what the client's own retries met inside this poll, if it is cut short
         with anyio.move_on_after(outage.time_left()) as deadline:
+            token = watching_failures.set(box)
             try:
                 status, events, read_status = await poll_session(client, tracker, plan)
             except SigmaError as exc:
                 await anyio.sleep(outage.delay_after(exc))
                 continue
+            finally:
+                watching_failures.reset(token)
         if deadline.cancelled_caught:
-            raise outage.silence()  # one hung poll outlasted max_silence
+            raise outage.silence(box.last)  # one hung poll outlasted max_silence
         outage.end()
         plan.polled(read_status)
         for transition in tracker.feed(status, events, datetime.now(timezone.utc)):

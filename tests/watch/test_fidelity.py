@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from sigma_async import Ended, Live, Restored, RetryPolicy, SigmaClient, Transition, Unknown, WatchError
-from sigma_async.testing import Emulator
+from sigma_async.testing import Emulator, Fault
 
 FAST = 0.02
 QUICK_RETRY = RetryPolicy(max_retries=2, initial_delay=0.001, max_delay=0.005)
@@ -277,3 +277,32 @@ async def test_a_malformed_session_id_from_the_server_ends_only_that_watch(
                 end(emu, channel_id)
     assert isinstance(got[-1], Ended) and got[-1].session_id == sid
     assert [(ident, type(exc)) for ident, exc in errors] == [(bad_channel.id, WatchError)]
+
+
+# -- what a watch says when it gives up -------------------------------------------------------------------------
+
+
+async def test_max_silence_names_what_the_server_kept_answering(emu: Emulator) -> None:
+    _, sid = await started(emu)
+    emu.faults.add("GET /events", Fault(status=503), times="always")
+    # Retries slower than max_silence: the poll is cut short inside the client's own retries.
+    async with emu.client(retry=RetryPolicy(max_retries=5, initial_delay=0.2, max_delay=0.2)) as client:
+        with pytest.raises(WatchError, match=r"HTTP 503") as caught:
+            async for _ in client.watch_session(sid, interval=FAST, max_silence=0.3):
+                pass
+    assert "no answer" not in str(caught.value)
+
+
+async def test_every_answer_is_reported_by_route_without_ids(emu: Emulator, client: SigmaClient) -> None:
+    channel_id, sid = await started(emu)
+    seen: list[tuple[str, int]] = []
+    client.on_response = lambda route, status: seen.append((route, status))
+    emu.faults.add("GET /sessions/{id}/status", Fault(status=500), times=1)
+    await client.sessions.status(sid)
+    await client.channels.get(channel_id)
+    await client.events.list(sid)
+    await client.events.list_app()
+    assert seen == [
+        ("sessions.status", 500), ("sessions.status", 200), ("channels.get", 200), ("events.list", 200),
+        ("events.list_app", 200),
+    ]  # fmt: skip

@@ -131,7 +131,7 @@ async def serve_metrics(port: int, relay: Relay, *, host: str = "0.0.0.0") -> As
     """Count what ``relay`` does (it becomes the relay's observer) and serve it on ``port`` while inside.
 
     Leases held and health come from the relay's ownership when it has them (``ReplicaLeases``), the request
-    rate from ``relay.client.stats`` when the client keeps one.
+    rate from ``relay.client.stats`` when the client keeps one, vendor requests from ``client.on_response``.
     """
     ownership: Any = relay.ownership
     held = getattr(ownership, "held", None)
@@ -143,6 +143,9 @@ async def serve_metrics(port: int, relay: Relay, *, host: str = "0.0.0.0") -> As
     )
     if relay.observer is None:
         relay.observer = metrics
+    client = relay.client
+    if getattr(client, "on_response", "absent") is None:
+        client.on_response = metrics.response  # every vendor request, by route and status
     async with anyio.create_task_group() as tg:
         await tg.start(functools.partial(metrics_server, metrics, port, host=host))
         try:

@@ -134,3 +134,21 @@ class _NoWatches:
 
     async def release(self, key: str) -> None:
         pass
+
+
+async def test_serving_a_relays_metrics_counts_the_vendor_requests_its_client_makes() -> None:
+    from sigma_async.relay import Relay
+    from sigma_async.relay._metrics import serve_metrics
+    from sigma_async.relay._sinks import MemorySink
+    from sigma_async.testing import Emulator
+
+    async with Emulator(manual_clock=True, seed=3) as emu, emu.client() as client:
+        channel = emu.create_channel("metrics")
+        sid = emu.start_channel(channel.id).id
+        relay = Relay(client, MemorySink(), session_ids=[sid], interval=0.02)
+        async with serve_metrics(0, relay, host="127.0.0.1") as metrics:
+            await client.sessions.status(sid)
+            await client.channels.get(channel.id)
+            scrape = metrics.render()[0].decode()
+    assert 'sigma_vendor_requests_total{route="sessions.status",status="200"} 1.0' in scrape
+    assert 'sigma_vendor_requests_total{route="channels.get",status="200"} 1.0' in scrape

@@ -7,7 +7,7 @@ import random
 import string
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import msgspec
 
@@ -67,6 +67,7 @@ class EmulatorState:
         self.max_per_page: int | None = None
         #: Event ids whose wire form is replaced by this raw JSON object (malformed events for tests).
         self.raw_events: dict[str, bytes] = {}
+        self._last_stamp = datetime.min.replace(tzinfo=timezone.utc)
         self._rng = rng or random.Random()
         # (deadline, session id), a heap with stale entries skipped lazily: a request's tick costs O(log n) for
         # thousands of armed sessions, not a scan of them all.
@@ -298,9 +299,15 @@ class EmulatorState:
         return session
 
     def _stamp(self, session: SessionState, at: datetime | None = None) -> datetime:
-        # Strictly after the session's last change even when the clock has not moved, so event order is total;
-        # a scripted time is taken as given, even one in the past.
-        when = max(self.clock.now(), session.updated_at + _TICK) if at is None else at
+        # Strictly after the last change of any session even when the clock has not moved, so event order is
+        # total across the app, as on a server whose clock runs (the app-wide feed reads back to a time); a
+        # scripted time is taken as given, even one in the past.
+        if at is None:
+            when = max(self.clock.now(), session.updated_at + _TICK, self._last_stamp + _TICK)
+            self._last_stamp = when
+        else:
+            when = at
+            self._last_stamp = max(self._last_stamp, when)
         session.updated_at = max(session.updated_at, when)
         return when
 

@@ -116,6 +116,7 @@ class _Follower:
         self.current_plan = SessionPlan("lean", status_every=status_every)
         self.current_updated: datetime | None = None
         self.horizon: datetime | None = None  # createdAt of the newest session taken up
+        self.looked = False  # the first poll takes up only the newest session: what came before is history
         self.done: set[str] = set()  # sessions finished (or left to a direct watch), the newest few
         self.queue: list[SessionTracker] = []  # sessions to run to their end before the current one
 
@@ -137,7 +138,10 @@ class _Follower:
     async def poll_lean(self) -> list[Transition]:
         page = await self.client.sessions.list(self.channel_id, page=1, per_page=1)
         newest = page.data[0] if page.data else None
+        first_look, self.looked = not self.looked, True
         if newest is None or not newest.id:
+            if first_look:
+                self.horizon = _EPOCH  # no session yet: every one from now on is news
             return []
         _server_id(newest.id, self.channel_id)
         if self.current is not None and newest.id == self.current.session_id:
@@ -147,7 +151,6 @@ class _Follower:
         if self.current is not None:
             self.queue.append(self.current)  # ran past: finish it with full polls, then the newer ones
             self.current = None
-        first_look = self.horizon is None and not self.done
         for session in await self._sessions_since(newest, first_look):
             self._note_taken(session)
             tracker = self._take_up(session.id)
@@ -185,7 +188,7 @@ class _Follower:
         horizon = self.horizon
         found = [
             s for s in page.data
-            if s.id and s.id not in self.done
+            if s.id and s.id not in self.done and s.id != newest.id
             and (horizon is None or s.created_at is None or s.created_at > horizon)
         ]  # fmt: skip
         if newest.id not in {s.id for s in found}:

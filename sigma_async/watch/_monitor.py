@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
@@ -17,11 +18,15 @@ from ..errors import SigmaError, sole_exception
 from ..transitions import Transition
 from ._api import WatchClient
 from ._channel import watch_channel
+from ._feed import DEFAULT_RESYNC, Feed, FeedRefused, watch_fed_session
+from ._kinds import DEFAULT_TABLE
 from ._plan import check_poll_mode
 from ._session import watch_session
-from ._tracker import decode_cursor
+from ._tracker import SessionTracker, decode_cursor
 
 __all__ = ["Monitor"]
+
+logger = logging.getLogger("sigma_async")
 
 ErrorCallback = Callable[[str, SigmaError], object]
 
@@ -58,6 +63,7 @@ class Monitor:
         stagger: bool = True,
         poll: str = "lean",
         cursors: Mapping[str, str] | None = None,
+        resync: float = DEFAULT_RESYNC,
         **watch_kw: Any,
     ) -> None:
         if not interval > 0:
@@ -68,6 +74,9 @@ class Monitor:
         # Not copied: a caller (the relay) may learn cursors later, e.g. of a channel it takes over from a replica.
         self._core.cursors = cursors if cursors is not None else {}
         self._core.poll = poll
+        if not resync > 0:
+            raise ValueError(f"resync must be > 0 seconds, got {resync!r}")
+        self._core.resync = resync
         for sid in session_ids:
             self.add_session(sid)
         for cid in channel_ids:
@@ -167,6 +176,9 @@ class _Core:
         self.finished = False
         self.cursors: Mapping[str, str] = {}
         self.poll = "lean"
+        self.resync = DEFAULT_RESYNC
+        self.feed: Feed | None = None
+        self.feed_scope: anyio.CancelScope | None = None
         # Sessions a channel watch is reporting now, and by which channel: a session is reported by one watch.
         self.followed: dict[str, str] = {}
 
@@ -195,6 +207,8 @@ class _Core:
     async def run(self) -> None:
         try:
             async with self.send, anyio.create_task_group() as tg:
+                if self.poll in ("feed", "auto"):
+                    await self.open_feed(tg)
                 self.tg = tg
                 queued, self.queued = self.queued, {}
                 for key, since in queued.items():
@@ -205,6 +219,25 @@ class _Core:
             # Nothing can be added from here on: it would be queued for a task group that is gone.
             self.tg = None
             self.finished = True
+
+    async def open_feed(self, tg: TaskGroup) -> None:
+        """Probe the app-wide listing and start the feed; ``"auto"`` falls back to lean if it is refused."""
+        feed = Feed(self.client, self.interval)
+        try:
+            await feed.probe()
+        except FeedRefused as exc:
+            if self.poll == "feed":
+                raise
+            logger.warning("monitor: %s; polling each session on its own instead (poll='lean')", exc)
+            return
+        self.feed = feed
+        self.feed_scope = anyio.CancelScope()
+        tg.start_soon(self.run_feed, name="sigma-async feed")
+
+    async def run_feed(self) -> None:
+        assert self.feed is not None and self.feed_scope is not None
+        with self.feed_scope:
+            await self.feed.run(max_silence=self.watch_kw.get("max_silence"))
 
     def spawn(self, tg: TaskGroup, key: tuple[str, str], since: str | None) -> None:
         scope = anyio.CancelScope()
@@ -225,7 +258,13 @@ class _Core:
         poll = "lean" if self.poll in ("auto", "feed") else self.poll
         with scope:
             try:
-                if kind == "session":
+                if kind == "session" and self.feed is not None:
+                    tracker = SessionTracker(ident, since=since, table=self.watch_kw.get("table", DEFAULT_TABLE))
+                    stream = watch_fed_session(
+                        self.client, tracker, self.feed, interval=self.interval, resync=self.resync,
+                        max_silence=self.watch_kw.get("max_silence"), first_delay=delay,
+                    )  # fmt: skip
+                elif kind == "session":
                     stream = watch_session(
                         self.client, ident, interval=self.interval, since=since, first_delay=delay, poll=poll,
                         **self.watch_kw,
@@ -247,6 +286,8 @@ class _Core:
                     raise
                 self.on_error(ident, exc)
             finally:
+                if self.feed_scope is not None and not self.stay_open and set(self.scopes) <= {key}:
+                    self.feed_scope.cancel()  # nothing else is watched: the feed would keep the monitor open
                 if kind == "channel":
                     for sid in [s for s, c in self.followed.items() if c == ident]:
                         del self.followed[sid]

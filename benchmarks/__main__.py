@@ -45,7 +45,7 @@ class Sizes:
 
 
 FULL = Sizes(
-    requests=2000, httpx_requests=200, rounds=5, concurrency=(1, 32, 256), sessions=(100, 1000, 5000),
+    requests=2000, httpx_requests=200, rounds=5, concurrency=(1, 32, 256), sessions=(1000, 5000, 10_000),
     interval=2.0, window=5, bulk_items=1000, bulk_concurrency=50, bulk_latency=0.02, decode_rounds=7,
     decode_seconds=0.1, profile_calls=20000,
 )

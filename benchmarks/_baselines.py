@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,13 +15,14 @@ from sigma_async import SigmaClient
 from sigma_async.models import Channel, ChannelCreate, Page, Session
 from sigma_async.testing import DEFAULT_APP_ID, DEFAULT_SECRET_KEY, DEFAULT_USERNAME
 
+from ._auth import API, auth_headers
+
 __all__ = ["CONTENDERS", "ENDPOINTS", "Contender", "RawClient", "open_contender"]
 
 #: Contender names, in the order tables show them.
 CONTENDERS: Final = ("sigma", "raw", "httpx")
 #: The calls measured for throughput; each takes a channel id.
 ENDPOINTS: Final = ("channels.get", "sessions.list")
-API: Final = "/api/livestream"
 
 Call = Callable[[str], Awaitable[Any]]
 
@@ -50,22 +50,11 @@ async def open_contender(name: str, base_url: str, *, max_connections: int) -> C
         raw = RawClient(base_url, max_connections=max_connections)
         return Contender(name, {"channels.get": raw.get_channel, "sessions.list": raw.list_sessions}, raw.aclose)
     if name == "httpx":
-        from ._httpx_client import HttpxClient
+        from ._httpx_client import HttpxClient  # httpx and pydantic only when this contender is asked for
 
         hx = HttpxClient(base_url, max_connections=max_connections)
         return Contender(name, {"channels.get": hx.get_channel, "sessions.list": hx.list_sessions}, hx.aclose)
     raise ValueError(f"unknown contender {name!r}; choose from {', '.join(CONTENDERS)}")
-
-
-def auth_headers() -> dict[str, str]:
-    """The headers every client sends: the same bytes on the wire for all three."""
-    token = base64.b64encode(f"{DEFAULT_USERNAME}:{DEFAULT_SECRET_KEY}".encode()).decode("ascii")
-    return {
-        "Authorization": f"Basic {token}",
-        "X-App-Id": DEFAULT_APP_ID,
-        "User-Agent": "bench/1.0",
-        "Accept": "application/json",
-    }
 
 
 _CHANNEL: Final = msgspec.json.Decoder(Channel)

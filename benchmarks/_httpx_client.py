@@ -7,7 +7,7 @@ from typing import Final
 
 import httpx
 
-from ._baselines import auth_headers
+from ._auth import auth_headers
 from ._pydantic_models import ChannelModel, PageModel, SessionModel, SessionPageModel
 
 __all__ = ["HttpxClient"]

@@ -17,7 +17,7 @@ from sigma_async import SigmaClient
 from sigma_async.models import Event, Page, SessionStatus
 from sigma_async.testing import DEFAULT_APP_ID, DEFAULT_SECRET_KEY, DEFAULT_USERNAME
 
-from ._baselines import API, auth_headers
+from ._auth import API, auth_headers
 
 __all__ = ["Control", "Note", "raw_watcher", "sdk_watcher"]
 
@@ -30,14 +30,15 @@ _EVENTS: Final = msgspec.json.Decoder(Page[Event])
 
 @asynccontextmanager
 async def sdk_watcher(
-    url: str, ids: list[str], interval: float, note: Note, max_connections: int
+    url: str, ids: list[str], interval: float, note: Note, max_connections: int, poll: str = "lean"
 ) -> AsyncIterator[None]:
-    """``client.monitor(session_ids=ids)``, its transitions reported to ``note``, while the block runs."""
+    """``client.monitor(session_ids=ids, poll=poll)``, its transitions reported to ``note``, while the block runs."""
     client = SigmaClient(
         username=DEFAULT_USERNAME, secret_key=DEFAULT_SECRET_KEY, app_id=DEFAULT_APP_ID, base_url=url,
         max_connections=max_connections,
     )
-    async with client, client.monitor(session_ids=ids, interval=interval) as monitor, anyio.create_task_group() as tg:
+    monitor = client.monitor(session_ids=ids, interval=interval, poll=poll)
+    async with client, monitor, anyio.create_task_group() as tg:
 
         async def consume() -> None:
             async for transition in monitor:

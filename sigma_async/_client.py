@@ -9,14 +9,16 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
 from . import _protocol as proto
 from ._budget import BudgetStats, RequestBudget
 from ._config import DEFAULT_BASE_URL, USER_AGENT, Credentials, check_base_url, settings_from_env
+from ._events_page import decode_event_page
 from ._observe import note_failure
+from ._paging import ITER_PAGE_SIZE, walk_pages
 from ._protocol import Request, Response
 from ._retry import PauseGate, RetryPolicy, RetryRunner
 from ._transport import DEFAULT_MAX_BODY, Transport
@@ -32,13 +34,7 @@ __all__ = ["Channels", "Events", "SigmaClient", "Sessions"]
 
 logger = logging.getLogger("sigma_async")
 M = TypeVar("M")
-Item = TypeVar("Item")
 Sleep = Callable[[float], Awaitable[None]]
-
-ITER_PAGE_SIZE: Final = 100
-#: Pages in a row with nothing new after which a listing is taken to repeat itself.
-STALE_PAGE_LIMIT: Final = 3
-
 
 class SigmaClient:
     """An async client of the Sigma Livestream API, owning one pooled HTTP session.
@@ -357,7 +353,7 @@ class Sessions(_Resource):
     def iter(self, channel_id: str, *, per_page: int = ITER_PAGE_SIZE) -> AsyncIterator[Session]:
         """Every session of a channel, newest first, reading pages lazily."""
         proto.build_list_sessions(channel_id, 1, per_page)  # validate now, not at the first ``anext``
-        return _walk_pages(lambda p: self.list(channel_id, page=p, per_page=per_page), per_page, lambda s: s.id)
+        return walk_pages(lambda p: self.list(channel_id, page=p, per_page=per_page), per_page, lambda s: s.id)
 
     async def status(self, session_id: str) -> SessionStatus:
         return await self._client._call(proto.build_session_status(session_id), proto.STATUS_DECODER)
@@ -384,7 +380,7 @@ class Events(_Resource):
 
     async def _read_page(self, request: Request) -> Page[Event]:
         client = self._client
-        page, skipped = proto.decode_event_page(await client.send(request), client._secrets)
+        page, skipped = decode_event_page(await client.send(request), client._secrets)
         for item in skipped:
             # Once per item, not once per poll that reads it again.
             digest = hash(item)
@@ -398,46 +394,4 @@ class Events(_Resource):
     def iter(self, session_id: str, *, per_page: int = ITER_PAGE_SIZE) -> AsyncIterator[Event]:
         """Every event of a session, newest first, reading pages lazily."""
         proto.build_list_events(session_id, 1, per_page)
-        return _walk_pages(lambda p: self.list(session_id, page=p, per_page=per_page), per_page, lambda e: e.id)
-
-
-async def _walk_pages(
-    fetch: Callable[[int], Awaitable[Page[Item]]], per_page: int, key: Callable[[Item], str]
-) -> AsyncIterator[Item]:
-    """Walk pages until one is short or empty, yielding each item once.
-
-    Items are deduplicated by id, since pages shift while new items arrive. A page that brings nothing new
-    is a shifted page (go on) or a server repeating itself: after ``STALE_PAGE_LIMIT`` of them in a row the
-    walk ends, so no server can make it loop. Items without an id count as new unless their whole page is the
-    previous one again.
-    """
-    seen: set[str] = set()
-    previous: list[Item] | None = None
-    stale = 0
-    page_number = 1
-    while True:
-        page = await fetch(page_number)
-        repeated = page.data == previous
-        fresh = 0
-        for item in page.data:
-            item_id = key(item)
-            if item_id:
-                if item_id in seen:
-                    continue
-                seen.add(item_id)
-            elif repeated:
-                continue
-            fresh += 1
-            yield item
-        # ``total`` is not trusted to stop: a short or empty page is the only sure last page. A server that caps
-        # ``perPage`` says so in the page's own ``perPage``: its pages end there, not where we asked.
-        served = page.per_page if page.per_page is not None and 0 < page.per_page < per_page else per_page
-        if len(page.data) < served:
-            return
-        stale = stale + 1 if fresh == 0 else 0
-        if stale >= STALE_PAGE_LIMIT:
-            logger.warning("pages %d to %d brought nothing new; stopping the listing there", page_number - stale + 1,
-                           page_number)
-            return
-        previous = page.data
-        page_number += 1
+        return walk_pages(lambda p: self.list(session_id, page=p, per_page=per_page), per_page, lambda e: e.id)

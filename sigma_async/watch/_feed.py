@@ -24,7 +24,7 @@ from ._api import WatchClient
 from ._plan import SessionPlan
 from ._reads import FIRST_PAGE_SIZE, Outage, read_back
 from ._session import poll_session
-from ._tracker import SessionTracker, read_order
+from ._tracker import ReadMark, SessionTracker, read_order
 
 __all__ = ["DEFAULT_RESYNC", "Feed", "FeedRefused", "watch_fed_session"]
 
@@ -58,28 +58,6 @@ class Inbox:
         return events
 
 
-class FeedMark:
-    """How far back the feed has read: ``updatedAt`` of the newest event read, and the ids read at it."""
-
-    __slots__ = ("at", "ids")
-
-    def __init__(self) -> None:
-        self.at: datetime | None = None
-        self.ids: set[str] = set()
-
-    def is_read_before(self, event: Event) -> bool:
-        written = read_order(event)[0]
-        return self.at is not None and (written < self.at or (written == self.at and event.id in self.ids))
-
-    def advance(self, events: list[Event]) -> None:
-        for event in events:
-            written = read_order(event)[0]
-            if self.at is None or written > self.at:
-                self.at, self.ids = written, {event.id}
-            elif written == self.at:
-                self.ids.add(event.id)
-
-
 class Feed:
     """Reads the app's newest events every interval and hands each watched session its own.
 
@@ -87,11 +65,10 @@ class Feed:
     through the feed; what both bring is dropped by its tracker.
     """
 
-    def __init__(self, client: WatchClient, interval: float, *, jitter: float = 0.1) -> None:
+    def __init__(self, client: WatchClient, interval: float) -> None:
         self.client = client
         self.interval = interval
-        self.jitter = jitter
-        self.mark = FeedMark()
+        self.mark = ReadMark()
         self.inboxes: dict[str, Inbox] = {}
         self.polls = 0
         self.requests = 0
@@ -112,18 +89,22 @@ class Feed:
         if any(a < b for a, b in itertools.pairwise(stamps)):
             raise FeedRefused("the server's app-wide event listing is not newest first")
         # History before the watch started is read by each session's own first read, not by the feed.
-        self.mark.advance(page.data)
+        self.mark.note_all(page.data)
 
     async def run(self, *, max_silence: float | None = None) -> None:
         """Poll for ever, after ``probe``; transient failures back off (see ``Outage``)."""
         outage = Outage("app-wide event feed", self.interval, max_silence)
+        # One poller: no jitter to spread, and a fixed beat, so that the time a read takes does not add to the
+        # lag of the next one.
+        due = time.monotonic()
         while True:
-            await anyio.sleep(self.interval * random.uniform(1.0 - self.jitter, 1.0 + self.jitter))
+            due = max(due + self.interval, time.monotonic())
+            await anyio.sleep(due - time.monotonic())
             box = FailureBox()
             with anyio.move_on_after(outage.time_left()) as deadline:
                 token = watching_failures.set(box)
                 try:
-                    events = await read_back(self._fetch, self.mark.is_read_before, FIRST_PAGE_SIZE, "the feed")
+                    events = await read_back(self._fetch, self.mark.is_before, FIRST_PAGE_SIZE, "the feed")
                 except SigmaError as exc:
                     await anyio.sleep(outage.delay_after(exc))
                     continue
@@ -137,7 +118,7 @@ class Feed:
 
     def route(self, events: list[Event]) -> None:
         """Hand each watched session its events of this read (complete back to the feed's mark)."""
-        self.mark.advance(events)
+        self.mark.note_all(events)
         mine: dict[str, list[Event]] = {}
         for event in events:
             if event.session_id is not None and event.session_id in self.inboxes:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+from .._paging import STALE_PAGE_LIMIT
 from ..errors import (
     APIConnectionError,
     APIStatusError,
@@ -35,8 +36,6 @@ FIRST_PAGE_SIZE: Final = 100
 INCREMENTAL_PAGE_SIZE: Final = 10
 #: Pages one poll may read (a million events) before it takes the listing for a server that never ends.
 MAX_PAGES_PER_POLL: Final = 10_000
-#: Pages in a row with nothing new after which a listing is taken to repeat itself.
-STALE_PAGE_LIMIT: Final = 3
 #: Longest wait between polls while the server keeps failing.
 MAX_BACKOFF: Final = 60.0
 

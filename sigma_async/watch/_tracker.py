@@ -14,7 +14,7 @@ from ..models import Event
 from ..transitions import TRANSITION_TYPES, Transition, Unknown
 from ._kinds import DEFAULT_TABLE, KINDS, KindTable, normalise
 
-__all__ = ["SessionTracker", "read_order"]
+__all__ = ["ReadMark", "SessionTracker", "read_order"]
 
 
 class SessionTracker:
@@ -58,8 +58,7 @@ class SessionTracker:
         self.session_id = session_id
         self.channel_id = channel_id
         self.table = table
-        self._mark: datetime | None = None  # updatedAt of the newest event read
-        self._ids_at_mark: set[str] = set()  # ids read with exactly that updatedAt
+        self._read = ReadMark()
         # Every event yielded here (hashes of ids: small, and only compared in this process). It is what keeps an
         # edited event, whose updatedAt moves past the mark, from being yielded twice.
         self._yielded: set[int] = set()
@@ -88,7 +87,7 @@ class SessionTracker:
     @property
     def mark(self) -> datetime | None:
         """``updatedAt`` of the newest event read. A newest-first read can stop at the first event before it."""
-        return self._mark
+        return self._read.at
 
     @property
     def ended(self) -> bool:
@@ -110,14 +109,11 @@ class SessionTracker:
 
         Events of that very instant are not "before": one may have been written after the last read.
         """
-        return self._mark is not None and read_order(event)[0] < self._mark
+        return self._read.is_before(event)
 
     def is_seen(self, event: Event) -> bool:
         """True if this event was yielded already or read before."""
-        if hash(event.id) in self._yielded or self._mark is None:
-            return hash(event.id) in self._yielded
-        written = read_order(event)[0]
-        return written < self._mark or (written == self._mark and event.id in self._ids_at_mark)
+        return hash(event.id) in self._yielded or self._read.has_read(event)
 
     # -- one poll -----------------------------------------------------------------------------------------------
 
@@ -137,7 +133,7 @@ class SessionTracker:
             self._emit_poll(out, fresh, [], None, at)
             if not self.ended:
                 out.append(self._emit_status("ended", self._pending_end_at))
-            self._advance(read.values())
+            self._read.note_all(read.values())
             return out
         steps: list[tuple[int, str, datetime]] = []  # lifecycle steps the status or the evidence show
         unknown_status: str | None = None
@@ -165,7 +161,9 @@ class SessionTracker:
                 # An on-air event needs Live before it even past a stopped status: hence its own kind of step.
                 steps = [s for s in steps if s[1] != "live"] + [(_LIVE_POSITION, _SEEN_ON_AIR, when)]
         self._emit_poll(out, fresh, sorted(steps), unknown_status, at)
-        self._advance(read.values())
+        # The read was complete down to the old mark, so everything read counts as read, yielded or not: an
+        # edited event is read once, not on every poll.
+        self._read.note_all(read.values())
         if hold_end and not self.ended:
             # Set only now, so that the cursors of this poll's transitions replay the terminal status on resume.
             self._pending_end_at = at
@@ -224,21 +222,7 @@ class SessionTracker:
 
     def _remember(self, event: Event) -> None:
         self._yielded.add(hash(event.id))
-        written = read_order(event)[0]
-        if self._mark is None or written > self._mark:
-            self._mark, self._ids_at_mark = written, {event.id}
-        elif written == self._mark:
-            self._ids_at_mark.add(event.id)
-
-    def _advance(self, read: Iterable[Event]) -> None:
-        # The read was complete down to the old mark, so everything read counts as read, yielded or not: an
-        # edited event is read once, not on every poll.
-        for event in read:
-            written = read_order(event)[0]
-            if self._mark is None or written > self._mark:
-                self._mark, self._ids_at_mark = written, {event.id}
-            elif written == self._mark:
-                self._ids_at_mark.add(event.id)
+        self._read.note(event)
 
     def _emit(
         self, kind: str, source: Literal["status", "event"], at: datetime, event: Event | None, raw: str
@@ -267,17 +251,50 @@ class SessionTracker:
         )  # fmt: skip
 
     def _snapshot(self) -> _Cursor:
-        ids = sorted(self._ids_at_mark)
+        ids = sorted(self._read.ids)
         return _Cursor(
-            v=_CURSOR_VERSION, s=self.session_id, m=self._mark, i=ids[-MAX_CURSOR_IDS:], r=self._rank,
+            v=_CURSOR_VERSION, s=self.session_id, m=self._read.at, i=ids[-MAX_CURSOR_IDS:], r=self._rank,
             lv=self._live, g=self._signal, st=self._status, n=self._unknown_statuses, k=self._last_kind,
             e=self._pending_end_at,
         )  # fmt: skip
 
     def _restore(self, c: _Cursor) -> None:
-        self._mark, self._ids_at_mark, self._rank, self._live = c.m, set(c.i), c.r, c.lv
+        self._read.at, self._read.ids, self._rank, self._live = c.m, set(c.i), c.r, c.lv
         self._signal, self._status, self._unknown_statuses = c.g, c.st, c.n
         self._last_kind, self._pending_end_at = c.k, c.e
+
+
+class ReadMark:
+    """How far back a newest-first read has gone: ``updatedAt`` of the newest event read, and the ids read at it.
+
+    Events of exactly that instant are not taken as read unless their id was: one may be written after a read in
+    the same millisecond.
+    """
+
+    __slots__ = ("at", "ids")
+
+    def __init__(self) -> None:
+        self.at: datetime | None = None
+        self.ids: set[str] = set()
+
+    def is_before(self, event: Event) -> bool:
+        """True if the event was written before the mark: a newest-first read can stop there."""
+        return self.at is not None and read_order(event)[0] < self.at
+
+    def has_read(self, event: Event) -> bool:
+        written = read_order(event)[0]
+        return self.at is not None and (written < self.at or (written == self.at and event.id in self.ids))
+
+    def note(self, event: Event) -> None:
+        written = read_order(event)[0]
+        if self.at is None or written > self.at:
+            self.at, self.ids = written, {event.id}
+        elif written == self.at:
+            self.ids.add(event.id)
+
+    def note_all(self, events: Iterable[Event]) -> None:
+        for event in events:
+            self.note(event)
 
 
 def read_order(event: Event) -> tuple[datetime, str]:

@@ -50,8 +50,6 @@ from .models import (
     Status,
     catchup_playlist_url,
 )
-from .watch import DEFAULT_TABLE as DEFAULT_KIND_TABLE
-from .watch import KindTable, Monitor
 from .transitions import (
     AnyTransition,
     Ended,
@@ -66,6 +64,8 @@ from .transitions import (
     Unknown,
     decode_transition,
 )
+from .watch import DEFAULT_TABLE as DEFAULT_KIND_TABLE
+from .watch import KindTable, Monitor
 
 __all__ = [
     "DEFAULT_KIND_TABLE",

@@ -8,7 +8,6 @@ from datetime import datetime, timezone
 
 import anyio
 
-from .._observe import FailureBox, watching_failures
 from .._protocol import check_id
 from ..errors import SigmaError, WatchError
 from ..models import Session
@@ -16,7 +15,7 @@ from ..transitions import Transition
 from ._api import WatchClient
 from ._kinds import DEFAULT_TABLE, KindTable
 from ._plan import DEFAULT_STATUS_EVERY, SessionPlan, check_poll_mode
-from ._reads import Outage, read_new_events
+from ._reads import FAILED, Outage, read_new_events
 from ._session import check_interval, poll_session
 from ._tracker import SessionTracker
 
@@ -70,19 +69,9 @@ async def _watch_channel(
     if first_delay > 0:
         await anyio.sleep(first_delay)
     while True:
-        box = FailureBox()
-        with anyio.move_on_after(outage.time_left()) as deadline:
-            token = watching_failures.set(box)
-            try:
-                batch = await (follower.poll_full() if full else follower.poll_lean())
-            except SigmaError as exc:
-                await anyio.sleep(outage.delay_after(exc))
-                continue
-            finally:
-                watching_failures.reset(token)
-        if deadline.cancelled_caught:
-            raise outage.silence(box.last)
-        outage.end()
+        batch = await outage.attempt(follower.poll_full if full else follower.poll_lean)
+        if batch is FAILED:
+            continue
         for transition in batch:
             yield transition
         async for transition in follower.finish_queued(outage):

@@ -16,13 +16,12 @@ from typing import Final
 
 import anyio
 
-from .._observe import FailureBox, watching_failures
 from ..errors import SigmaError, WatchError
 from ..models import Event, Page
 from ..transitions import Transition
 from ._api import WatchClient
 from ._plan import SessionPlan
-from ._reads import FIRST_PAGE_SIZE, Outage, read_back
+from ._reads import FAILED, FIRST_PAGE_SIZE, Outage, read_back
 from ._session import poll_session
 from ._tracker import ReadMark, SessionTracker, read_order
 
@@ -100,19 +99,11 @@ class Feed:
         while True:
             due = max(due + self.interval, time.monotonic())
             await anyio.sleep(due - time.monotonic())
-            box = FailureBox()
-            with anyio.move_on_after(outage.time_left()) as deadline:
-                token = watching_failures.set(box)
-                try:
-                    events = await read_back(self._fetch, self.mark.is_before, FIRST_PAGE_SIZE, "the feed")
-                except SigmaError as exc:
-                    await anyio.sleep(outage.delay_after(exc))
-                    continue
-                finally:
-                    watching_failures.reset(token)
-            if deadline.cancelled_caught:
-                raise outage.silence(box.last)
-            outage.end()
+            events = await outage.attempt(
+                lambda: read_back(self._fetch, self.mark.is_before, FIRST_PAGE_SIZE, "the feed")
+            )
+            if events is FAILED:
+                continue
             self.polls += 1
             self.route(events)
 
@@ -175,12 +166,10 @@ async def watch_fed_session(
             if reads is None:
                 # A full read: the first, a resync, or the final read after a terminal status.
                 inbox.take()  # whatever the feed brought is in this read too (it subscribed before it)
-                try:
-                    reads = await poll_session(client, tracker, full)
-                except SigmaError as exc:
-                    await anyio.sleep(outage.delay_after(exc))
+                full_reads = await outage.attempt(lambda: poll_session(client, tracker, full))
+                if full_reads is FAILED:
                     continue
-                outage.end()
+                reads = full_reads
                 next_resync = time.monotonic() + resync * random.uniform(0.9, 1.1)
             status, events, _ = reads
             for transition in tracker.feed(status, events, datetime.now(timezone.utc)):

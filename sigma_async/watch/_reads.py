@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Final, TypeVar
 
+import anyio
+
+from .._observe import FailureBox, watching_failures
 from .._paging import STALE_PAGE_LIMIT
 from ..errors import (
     APIConnectionError,
@@ -23,7 +27,16 @@ from ..models import Event, Page
 from ._api import WatchClient
 from ._tracker import SessionTracker
 
-__all__ = ["FIRST_PAGE_SIZE", "INCREMENTAL_PAGE_SIZE", "IncompleteRead", "Outage", "is_fatal", "read_new_events"]
+__all__ = [
+    "FAILED",
+    "FIRST_PAGE_SIZE",
+    "INCREMENTAL_PAGE_SIZE",
+    "Failed",
+    "IncompleteRead",
+    "Outage",
+    "is_fatal",
+    "read_new_events",
+]
 
 logger = logging.getLogger("sigma_async")
 
@@ -110,6 +123,16 @@ def is_fatal(exc: SigmaError) -> bool:
     )
 
 
+class Failed(enum.Enum):
+    """What ``Outage.attempt`` returns for a poll that failed and should be made again."""
+
+    FAILED = "failed"
+
+
+FAILED: Final = Failed.FAILED
+T = TypeVar("T")
+
+
 class Outage:
     """Failures in a row and the time since the last good answer: when to poll again, or when to give up."""
 
@@ -140,6 +163,25 @@ class Outage:
         error = WatchError(f"{self.what}: no good answer from the server for {silent:.1f}s{why}")
         error.__cause__ = last
         return error
+
+    async def attempt(self, poll: Callable[[], Awaitable[T]]) -> T | Failed:
+        """One poll under this policy: its result; or ``FAILED`` once the back-off after a transient failure has
+        passed (poll again). Raises a fatal error at once, and ``WatchError`` once ``max_silence`` has passed,
+        even in the middle of a poll the client is still retrying (the error names what it last met)."""
+        box = FailureBox()
+        with anyio.move_on_after(self.time_left()) as deadline:
+            token = watching_failures.set(box)
+            try:
+                result = await poll()
+            except SigmaError as exc:
+                await anyio.sleep(self.delay_after(exc))
+                return FAILED
+            finally:
+                watching_failures.reset(token)
+        if deadline.cancelled_caught:
+            raise self.silence(box.last)
+        self.end()
+        return result
 
     def delay_after(self, exc: SigmaError) -> float:
         """Seconds to wait before the next poll; raises ``exc`` if fatal, ``WatchError`` past ``max_silence``."""

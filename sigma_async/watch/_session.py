@@ -10,15 +10,14 @@ from typing import Any
 
 import anyio
 
-from .._observe import FailureBox, watching_failures
 from .._protocol import check_id
-from ..errors import SigmaError, WatchError
+from ..errors import WatchError
 from ..models import Event
 from ..transitions import Transition
 from ._api import WatchClient
 from ._kinds import DEFAULT_TABLE, KINDS, KindTable
 from ._plan import DEFAULT_STATUS_EVERY, SessionPlan, check_poll_mode
-from ._reads import Outage, read_new_events
+from ._reads import FAILED, Outage, read_new_events
 from ._tracker import SessionTracker
 
 __all__ = ["check_interval", "wait_for", "watch_session"]
@@ -74,19 +73,10 @@ async def _watch_session(
     if first_delay > 0:
         await anyio.sleep(first_delay)
     while True:
-        box = FailureBox()  # what the client's own retries met inside this poll, if it is cut short
-        with anyio.move_on_after(outage.time_left()) as deadline:
-            token = watching_failures.set(box)
-            try:
-                status, events, read_status = await poll_session(client, tracker, plan)
-            except SigmaError as exc:
-                await anyio.sleep(outage.delay_after(exc))
-                continue
-            finally:
-                watching_failures.reset(token)
-        if deadline.cancelled_caught:
-            raise outage.silence(box.last)  # one hung poll outlasted max_silence
-        outage.end()
+        reads = await outage.attempt(lambda: poll_session(client, tracker, plan))
+        if reads is FAILED:
+            continue
+        status, events, read_status = reads
         plan.polled(read_status)
         for transition in tracker.feed(status, events, datetime.now(timezone.utc)):
             yield transition

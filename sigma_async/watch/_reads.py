@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import random
@@ -169,7 +170,10 @@ class Outage:
         passed (poll again). Raises a fatal error at once, and ``WatchError`` once ``max_silence`` has passed,
         even in the middle of a poll the client is still retrying (the error names what it last met)."""
         box = FailureBox()
-        with anyio.move_on_after(self.time_left()) as deadline:
+        left = self.time_left()
+        # No deadline is the usual case, and this is every poll's path: a cancel scope costs more than the rest.
+        deadline = anyio.move_on_after(left) if left is not None else None
+        with deadline if deadline is not None else contextlib.nullcontext():
             token = watching_failures.set(box)
             try:
                 result = await poll()
@@ -178,7 +182,7 @@ class Outage:
                 return FAILED
             finally:
                 watching_failures.reset(token)
-        if deadline.cancelled_caught:
+        if deadline is not None and deadline.cancelled_caught:
             raise self.silence(box.last)
         self.end()
         return result

@@ -197,3 +197,16 @@ async def test_standalone_auto_publish_makes_a_started_session_go_live() -> None
         proc.send_signal(signal.SIGINT)
         await asyncio.wait_for(proc.wait(), timeout=10)
 
+
+
+def test_the_standalone_emulator_can_refuse_app_wide_listings_and_cap_pages(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from sigma_async.testing import build_parser
+
+    args = build_parser().parse_args(["--no-app-wide-listings", "--max-per-page", "50"])
+    assert (args.app_wide_listings, args.max_per_page) == (False, 50)
+    assert build_parser().parse_args([]).app_wide_listings is True
+    with pytest.raises(SystemExit) as exited:
+        main(["--max-per-page", "0"])
+    assert exited.value.code == 2 and "--max-per-page must be >= 1" in capsys.readouterr().err

@@ -39,6 +39,15 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--throttle", type=float, default=None, metavar="RATE",
         help="answer 429 past RATE requests per second, as a rate-limited API does (default: no limit)",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-app-wide-listings", dest="app_wide_listings", action="store_false",
+        help="refuse event listings without q (400), as a server that does not serve them: poll='auto' then "
+        "falls back to lean",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-per-page", type=int, default=None, metavar="N",
+        help="listing pages hold at most N items whatever perPage asked, and say so (default: no cap)",
+    )  # fmt: skip
     parser.epilog = CONTROL_HELP
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
@@ -66,6 +75,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         parser.error(f"--auto-publish must be a number of seconds >= 0, got {args.auto_publish}")
     if args.throttle is not None and not 0 < args.throttle < float("inf"):
         parser.error(f"--throttle must be a number of requests per second > 0, got {args.throttle}")
+    if args.max_per_page is not None and args.max_per_page < 1:
+        parser.error(f"--max-per-page must be >= 1, got {args.max_per_page}")
     try:
         emulator = Emulator(
             host=args.host,
@@ -77,6 +88,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
             seed=args.seed,
             auto_publish=args.auto_publish,
             throttle=args.throttle,
+            app_wide_listings=args.app_wide_listings,
+            max_per_page=args.max_per_page,
         )
     except ValueError as exc:  # e.g. credentials the client could not send
         parser.error(str(exc))

@@ -98,7 +98,7 @@ class Feed:
         due = time.monotonic()
         while True:
             due = max(due + self.interval, time.monotonic())
-            await anyio.sleep(due - time.monotonic())
+            await anyio.sleep(max(0.0, due - time.monotonic()))  # behind the beat: read again at once
             events = await outage.attempt(
                 lambda: read_back(self._fetch, self.mark.is_before, FIRST_PAGE_SIZE, "the feed")
             )

@@ -9,6 +9,7 @@ import statistics
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -212,3 +213,30 @@ async def test_watch_session_refuses_feed_at_the_call(emu: Emulator) -> None:
             client.watch_session("s-1", poll="sometimes")
 
 
+
+
+async def test_a_feed_read_slower_than_the_interval_reads_again_at_once() -> None:
+    from sigma_async.models import Page
+    from sigma_async.watch._feed import Feed
+
+    class SlowListing:
+        """A server whose app-wide listing takes three intervals to answer."""
+
+        async def list_app(self, *, page: int = 1, per_page: int = 100) -> Page[Any]:
+            await asyncio.sleep(0.03)
+            return Page(data=[], per_page=per_page)
+
+    class Client:
+        events = SlowListing()
+
+    feed = Feed(Client(), interval=0.01)  # type: ignore[arg-type]
+    await feed.probe()
+    task = asyncio.create_task(feed.run())
+    try:
+        started = time.monotonic()
+        while feed.polls < 3:
+            assert not task.done(), task.exception()
+            assert time.monotonic() - started < 5, "the feed stopped reading"
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()

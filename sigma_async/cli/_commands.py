@@ -26,6 +26,7 @@ __all__ = [
     "channels_start",
     "channels_stop",
     "events_list",
+    "positive",
     "sessions_list",
     "sessions_status",
 ]
@@ -314,3 +315,14 @@ def _table_or_none(out: Output, columns: list[str], rows: list[list[str]], what:
         out.table(columns, rows)
     else:
         out.note(f"no {what}")
+
+
+def positive(text: str) -> float:
+    """An argparse type: a finite number > 0 (seconds, a rate)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value

@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     many.add_argument("file", metavar="FILE", help="the specs; - reads standard input")
     many.add_argument("--concurrency", type=_count, default=16, metavar="N", help="creates in flight (default: 16)")
-    many.add_argument("--rate-limit", type=_positive, metavar="PER_SECOND", help="cap on creates started per second")
+    many.add_argument("--rate-limit", type=cmd.positive, metavar="PER_SECOND", help="cap on creates started per second")
     many.add_argument("--failures-out", metavar="PATH", help="write failures here as JSON lines (default: stderr)")
     many.add_argument("--dry-run", action="store_true", help="check every spec and send nothing")
 
@@ -135,9 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     watch.set_defaults(client_class=_watch.ReportingClient)
     watch.add_argument("session_id", metavar="SESSION", nargs="?")
     watch.add_argument("--channel", metavar="CHANNEL", help="follow a channel across its sessions instead")
-    watch.add_argument("--interval", type=_positive, default=2.0, help="seconds between polls (default: 2)")
+    watch.add_argument("--interval", type=cmd.positive, default=2.0, help="seconds between polls (default: 2)")
     watch.add_argument("--since", metavar="CURSOR", help="resume after this transition's cursor (from --json)")
-    watch.add_argument("--max-silence", type=_positive, metavar="SECONDS",
+    watch.add_argument("--max-silence", type=cmd.positive, metavar="SECONDS",
                        help="give up (exit status 1) after this long without an answer (default: keep trying)")
 
     # The emulator's options are its own (see `sigma-async emulator --help`); main() passes them through.
@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = leaf(commands, "demo", None, "a tour in a few seconds against an embedded emulator; no account needed")
     demo.add_argument("--channels", type=_count, default=5, help="channels to provision (default: 5)")
-    demo.add_argument("--speed", type=_positive, default=30.0, help="emulated clock speed-up (default: 30)")
+    demo.add_argument("--speed", type=cmd.positive, default=30.0, help="emulated clock speed-up (default: 30)")
 
     for module in COMMAND_MODULES:
         _add_command_module(commands, common, module)
@@ -179,7 +179,7 @@ def _common_options(*, shown: bool) -> argparse.ArgumentParser:
         opt.add_argument(*flags, default=argparse.SUPPRESS, help=text if shown else argparse.SUPPRESS, **kw)
 
     add("--json", action="store_true", text="machine output: one JSON document per line")
-    add("--timeout", type=_positive, metavar="SECONDS", text="limit for each request (default: 30)")
+    add("--timeout", type=cmd.positive, metavar="SECONDS", text="limit for each request (default: 30)")
     add("-v", "--verbose", action="count", text="log requests and retries to stderr (-vv: more)")
     add("--username", text="API username (or SIGMA_USERNAME)")
     add("--secret-key", text="API secret key (or SIGMA_SECRET_KEY; better not on the command line)")
@@ -304,16 +304,6 @@ def _tolerate_any_encoding() -> None:
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
             reconfigure(errors="backslashreplace")
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
 
 
 def _count(text: str) -> int:

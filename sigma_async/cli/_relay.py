@@ -15,7 +15,7 @@ import anyio
 from .._client import SigmaClient
 from ..relay import Ownership, Relay, RelayConfig, load_config, open_sink, open_store
 from ..relay._config import WEBHOOK_SECRET_ENV
-from ._commands import UsageError
+from ._commands import UsageError, positive
 from ._output import Output
 
 __all__ = ["add_parser", "run"]
@@ -49,10 +49,10 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> argparse.Argum
     parser.add_argument("--session", action="append", default=[], metavar="ID", help="a session to watch (repeat)")
     parser.add_argument("--channel", action="append", default=[], metavar="ID", help="a channel to follow (repeat)")
     parser.add_argument("--config", metavar="FILE", help="a TOML file with any of these settings (flags win)")
-    parser.add_argument("--interval", type=_positive, metavar="S", help="seconds between polls (default: 2)")
+    parser.add_argument("--interval", type=positive, metavar="S", help="seconds between polls (default: 2)")
     parser.add_argument("--poll", choices=POLL_MODES, help="polling strategy (default: lean)")
     parser.add_argument("--replica", metavar="NAME", help="share the watch list with other replicas (nats:// store)")
-    parser.add_argument("--lease-ttl", type=_positive, metavar="S", help="replica lease lifetime (default: 15)")
+    parser.add_argument("--lease-ttl", type=positive, metavar="S", help="replica lease lifetime (default: 15)")
     parser.add_argument("--webhook-secret", metavar="S", help=f"sign webhook bodies (or {WEBHOOK_SECRET_ENV})")
     parser.add_argument("--metrics-port", type=int, metavar="N", help="serve Prometheus metrics and /healthz here")
     parser.set_defaults(handler=run, subparser=parser)
@@ -156,11 +156,3 @@ def _settings(args: argparse.Namespace) -> RelayConfig:
     return config
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value

@@ -149,14 +149,7 @@ class SigmaClient:
             budget.note_send()
         epoch = budget.epoch
         try:
-            response = await self._transport.send(request)
-            if self.on_response is not None:
-                self.on_response(proto.route_of(request), response.status)
-            if response.status < 300:
-                return response
-            if response.status == 429:
-                budget.on_throttle(epoch)
-            raise proto.error_for(response, request, secrets=self._secrets, now=time.time())
+            return self._answer(request, await self._transport.send(request), epoch)
         except SigmaError as exc:
             self._failed(request, exc)
             return await self._runner.recover(self._send_once, request, exc)
@@ -175,17 +168,22 @@ class SigmaClient:
             budget.note_send()
         epoch = budget.epoch
         try:
-            response = await self._transport.send(request)
-            if self.on_response is not None:
-                self.on_response(proto.route_of(request), response.status)
-            if response.status < 300:
-                return response
-            if response.status == 429:
-                budget.on_throttle(epoch)
-            raise proto.error_for(response, request, secrets=self._secrets, now=time.time())
+            return self._answer(request, await self._transport.send(request), epoch)
         except SigmaError as exc:
             self._failed(request, exc)
             raise
+
+    def _answer(self, request: Request, response: Response, epoch: int) -> Response:
+        """The response if it is a success; else the typed error, raised (a 429 told to the budget first).
+
+        A plain function, not a coroutine: it runs on every call's hot path."""
+        if self.on_response is not None:
+            self.on_response(proto.route_of(request), response.status)
+        if response.status < 300:
+            return response
+        if response.status == 429:
+            self._budget.on_throttle(epoch)
+        raise proto.error_for(response, request, secrets=self._secrets, now=time.time())
 
     async def _call(self, request: Request, decoder: msgspec.json.Decoder[M]) -> M:
         return proto.decode(await self.send(request), decoder, self._secrets)

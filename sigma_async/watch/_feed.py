@@ -70,7 +70,6 @@ class Feed:
         self.mark = ReadMark()
         self.inboxes: dict[str, Inbox] = {}
         self.polls = 0
-        self.requests = 0
 
     def subscribe(self, session_id: str) -> Inbox:
         return self.inboxes.setdefault(session_id, Inbox())
@@ -118,7 +117,6 @@ class Feed:
             self.inboxes[session_id].put(batch)
 
     async def _fetch(self, page: int, per_page: int) -> Page[Event]:
-        self.requests += 1
         return await self.client.events.list_app(page=page, per_page=per_page)
 
 

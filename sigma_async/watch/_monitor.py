@@ -69,14 +69,14 @@ class Monitor:
         if not interval > 0:
             raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
         check_poll_mode(poll, feed_allowed=True)
-        # The running tasks hold only the core, so the monitor itself can be dropped (and then stop them).
-        self._core = _Core(client, interval, stay_open, on_error, max_buffer, stagger, watch_kw)
-        # Not copied: a caller (the relay) may learn cursors later, e.g. of a channel it takes over from a replica.
-        self._core.cursors = cursors if cursors is not None else {}
-        self._core.poll = poll
         if not resync > 0:
             raise ValueError(f"resync must be > 0 seconds, got {resync!r}")
-        self._core.resync = resync
+        # The running tasks hold only the core, so the monitor itself can be dropped (and then stop them).
+        # ``cursors`` is not copied: a caller (the relay) may learn cursors later, e.g. of a channel it takes over.
+        self._core = _Core(
+            client, interval, stay_open, on_error, max_buffer, stagger, watch_kw,
+            poll=poll, cursors=cursors if cursors is not None else {}, resync=resync,
+        )  # fmt: skip
         for sid in session_ids:
             self.add_session(sid)
         for cid in channel_ids:
@@ -154,6 +154,10 @@ class _Core:
         max_buffer: int,
         stagger: bool,
         watch_kw: dict[str, Any],
+        *,
+        poll: str,
+        cursors: Mapping[str, str],
+        resync: float,
     ) -> None:
         self.client = client
         self.interval = interval
@@ -174,9 +178,9 @@ class _Core:
         self.tg: TaskGroup | None = None
         self.runner: asyncio.Task[None] | None = None
         self.finished = False
-        self.cursors: Mapping[str, str] = {}
-        self.poll = "lean"
-        self.resync = DEFAULT_RESYNC
+        self.cursors = cursors
+        self.poll = poll
+        self.resync = resync
         self.feed: Feed | None = None
         self.feed_scope: anyio.CancelScope | None = None
         # Sessions a channel watch is reporting now, and by which channel: a session is reported by one watch.

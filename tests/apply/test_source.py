@@ -153,7 +153,9 @@ def _document(draw: st.DrawFn) -> tuple[str, dict[tuple[object, ...], int]]:
 
 @settings(max_examples=300, deadline=None)
 @given(_document())
-def test_every_key_of_any_document_is_found_where_it_was_written(doc: tuple[str, dict[tuple[object, ...], int]]) -> None:
+def test_every_key_of_any_document_is_found_where_it_was_written(
+    doc: tuple[str, dict[tuple[object, ...], int]],
+) -> None:
     text, expected = doc
     _, lines = read_toml(text)
     assert {path: lines.of(path) for path in expected} == expected, text

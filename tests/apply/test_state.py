@@ -76,7 +76,7 @@ async def test_a_failed_write_leaves_the_old_file_and_no_temporary_one(
     with pytest.raises(OSError, match="No space"):
         await store.commit()
     assert path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
+    assert [p.name async for p in anyio.Path(tmp_path).iterdir()] == ["s.json"]
 
 
 def test_one_apply_at_a_time_per_state_file(tmp_path: Path) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 
 from ._spec import DesiredChannel
 
-__all__ = ["spec_digest"]
+__all__ = ["prepare_fingerprints", "spec_digest"]
 
 #: scrypt's cost: about 32 MiB and a tenth of a second per distinct secret per run.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
@@ -27,6 +28,15 @@ def spec_digest(channel: DesiredChannel, salt: str) -> str:
     body = msgspec.to_builtins(channel.spec.to_body())
     masked = _mask(body, channel.secrets, salt) if channel.secrets else body
     return "sha256:" + hashlib.sha256(msgspec.json.encode(masked, order="sorted")).hexdigest()
+
+
+def prepare_fingerprints(channels: Iterable[DesiredChannel], salt: str) -> None:
+    """Compute every secret's fingerprint ahead of ``spec_digest``, which then finds them ready.
+
+    Blocking (scrypt): run it in a worker thread, where it overlaps the reads of the server.
+    """
+    for secret in {s for channel in channels for s in channel.secrets}:
+        _fingerprint(secret, salt)
 
 
 def _mask(value: Any, secrets: frozenset[str], salt: str) -> Any:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
+
+import anyio
+import anyio.to_thread
+from anyio.abc import TaskGroup
 
 from .._client import SigmaClient
 from .._protocol import redact_text
@@ -20,9 +24,10 @@ from ..errors import (
     OutcomeUnknownError,
     PermissionDeniedError,
     SigmaError,
+    sole_exception,
 )
 from ..models import Channel
-from ._digest import spec_digest
+from ._digest import prepare_fingerprints, spec_digest
 from ._plan import Action, Gone, Observation, Plan, Seen, Unreadable, plan
 from ._spec import DesiredChannel
 from ._state import StateFile
@@ -99,7 +104,10 @@ async def apply(
         await _adopt(client, store, adopt or {}, by_name)
         if (forget or adopt) and not dry_run:
             await store.commit()
-        observed = await _observe(client, store, by_name, prune, concurrency, secrets)
+        async with _task_group() as tg:
+            # scrypt off the event loop, while the server is read; plan() then finds the fingerprints ready.
+            tg.start_soon(anyio.to_thread.run_sync, prepare_fingerprints, desired, store.state.salt)
+            observed = await _observe(client, store, by_name, prune, concurrency, secrets)
         the_plan = plan(desired, store.state, observed, prune=prune, replace=replace)
         if on_plan is not None:
             on_plan(the_plan)
@@ -118,20 +126,36 @@ async def apply(
             for action in the_plan.runnable:
                 settle(ItemResult(action.kind, action.name, action.channel_id, None))
             return report
-        executor = _Executor(client, store, by_name, secrets)
         actions = the_plan.runnable
+        # Records that nothing waits on (an id once known, a name dropped) are written by commits in the
+        # background, so an item does not hold its slot for them; leaving the group waits for every one.
+        async with _task_group() as background:
+            executor = _Executor(client, store, by_name, secrets, background)
 
-        def done(index: int, outcome: object) -> None:
-            item = executor.result(actions[index], outcome)
-            if item.name in executor.doubt:
-                report.in_doubt.append(item.name)
-            settle(item)
+            def done(index: int, outcome: object) -> None:
+                item = executor.result(actions[index], outcome)
+                if item.name in executor.doubt:
+                    report.in_doubt.append(item.name)
+                settle(item)
 
-        await run_bounded(
-            [partial(executor.run, action) for action in actions],
-            concurrency=concurrency, on_result=done, on_progress=on_progress,
-        )  # fmt: skip
+            await run_bounded(
+                [partial(executor.run, action) for action in actions],
+                concurrency=concurrency, on_result=done, on_progress=on_progress,
+            )  # fmt: skip
     return report
+
+
+@contextlib.asynccontextmanager
+async def _task_group() -> AsyncIterator[TaskGroup]:
+    """A task group that raises a lone failure as itself, not wrapped in an exception group."""
+    try:
+        async with anyio.create_task_group() as tg:
+            yield tg
+    except Exception as exc:
+        inner = sole_exception(exc)
+        if inner is exc:
+            raise
+        raise inner from None
 
 
 def _forget(store: StateFile, names: Collection[str], by_name: Mapping[str, DesiredChannel]) -> None:
@@ -202,9 +226,15 @@ class _Executor:
     """Carries out one action at a time per caller, recording each change in the state before it matters."""
 
     def __init__(
-        self, client: SigmaClient, store: StateFile, by_name: Mapping[str, DesiredChannel], secrets: Sequence[str]
+        self,
+        client: SigmaClient,
+        store: StateFile,
+        by_name: Mapping[str, DesiredChannel],
+        secrets: Sequence[str],
+        background: TaskGroup,
     ) -> None:
         self.client = client
+        self.background = background
         self.store = store
         self.by_name = by_name
         self.secrets = secrets
@@ -223,7 +253,7 @@ class _Executor:
         elif action.kind == "delete":
             await self.remove(action.channel_id, stop_first=action.stop_first)
             self.store.state.drop(action.name)
-            await self.store.commit()
+            self.background.start_soon(self.store.commit)
         elif action.kind == "replace":
             await self.remove(action.channel_id, stop_first=action.stop_first)
             return await self.create(action)
@@ -239,7 +269,7 @@ class _Executor:
         except APIStatusError as exc:
             if 400 <= exc.status_code < 500:  # refused: nothing was created
                 state.drop(name)
-                await self.store.commit()
+                self.background.start_soon(self.store.commit)
             else:
                 self.doubt.add(name)
             raise
@@ -251,7 +281,9 @@ class _Executor:
             raise
         state.mark_created(name, channel.id, action.spec)
         self.created[name] = channel.id
-        await self.store.commit()
+        # Not awaited: until it is written the name reads as pending, so a crash meanwhile costs an "in doubt",
+        # never a duplicate; and this item's slot goes to the next one at once.
+        self.background.start_soon(self.store.commit)
         if action.start_after:
             await self.start(channel.id)
         return channel.id

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import sys
@@ -15,7 +16,7 @@ import pytest
 from sigma_async.apply import StateFile
 from sigma_async.testing import Emulator, Fault
 
-from ._support import sent, sigma, start_sigma
+from ._support import environment, sent, sigma, start_sigma
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="sends POSIX signals")
 
@@ -237,3 +238,33 @@ async def test_a_second_apply_on_the_same_state_is_turned_away(emu: Emulator, tm
     _, err = await asyncio.wait_for(first.communicate(), 30)
     assert first.returncode == 130, err
     assert json.loads((tmp_path / "c.state.json").read_text())["channels"]["a"]["pending"]
+
+
+async def test_a_progress_bar_counts_the_items_on_a_terminal(emu: Emulator, tmp_path: Path) -> None:
+    import pty  # POSIX only, like this module
+
+    file = write(tmp_path / "c.toml", *[(f"c{i}", False) for i in range(6)])
+    controller, terminal = pty.openpty()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sigma_async", "apply", str(file), stdout=asyncio.subprocess.PIPE, stderr=terminal,
+        env=environment(emu, {**ENV, "TERM": "xterm-256color"}),
+    )  # fmt: skip
+    os.close(terminal)
+    drained = asyncio.get_running_loop().run_in_executor(None, _read_until_closed, controller)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    shown = (await asyncio.wait_for(drained, 30)).decode(errors="replace")
+    assert proc.returncode == 0, shown
+    assert re.search(r"applying.*6/6", shown), shown
+    assert "applying" not in out.decode(), "the bar is on stderr only"
+
+
+def _read_until_closed(fd: int) -> bytes:
+    chunks = []
+    try:
+        while chunk := os.read(fd, 4096):
+            chunks.append(chunk)
+    except OSError:  # EIO: the other end has closed
+        pass
+    finally:
+        os.close(fd)
+    return b"".join(chunks)

@@ -115,8 +115,12 @@ class _Printer:
         self.state = state
         self.dry_run = dry_run
         self.settled: list[ItemResult] = []
+        self.order: dict[tuple[str, str], int] = {}
+        self.held: set[tuple[str, str]] = set()
 
     def plan(self, plan: Plan) -> None:
+        self.order = {(a.kind, a.name): i for i, a in enumerate(plan.actions)}
+        self.held = {(a.kind, a.name) for a in plan.held}
         # With --json, stdout carries only the items; the plan goes to stderr, still before anything is done.
         show = self.out.note if self.out.json else self.out.text
         if not plan.actions:
@@ -149,24 +153,33 @@ class _Printer:
         if self.out.json:
             return
         if self.dry_run:
-            held = sum(r.ok is False for r in report.results)
-            note = f"; {held} held, as the plan says (exit status 1)" if held else ""
-            self.out.text("dry run: nothing was sent" + note, style="bold red" if held else "bold green")
+            stuck = sum(r.ok is False for r in report.results)
+            note = f"; {stuck} held, as the plan says (exit status 1)" if stuck else ""
+            self.out.text("dry run: nothing was sent" + note, style="bold red" if stuck else "bold green")
             return
-        done = [r for r in self.settled if r.ok is not None]
-        rows = [[
-            "ok" if r.ok else "FAILED", LABELS[r.action], r.name, r.channel_id or "-", r.error or "",
-        ] for r in done if r.action != "in_doubt"]  # fmt: skip
+        if not report.results:
+            return  # "No changes" said it all
+        done = sorted(self.settled, key=lambda r: self.order.get((r.action, r.name), len(self.order)))
+        rows = [[self.verdict(r), LABELS[r.action], r.name, r.channel_id or "-", r.error or ""]
+                for r in done if r.action != "in_doubt"]  # fmt: skip
         if rows:
             self.out.table(["", "action", "name", "channel id", "error"], rows)
         counts = Counter(DONE[r.action] for r in done if r.ok and r.action in DONE)
         summary = ", ".join(f"{n} {what}" for what, n in counts.items()) or "nothing changed"
-        failed = [r for r in done if not r.ok and r.name not in report.in_doubt]
+        held = [r for r in done if (r.action, r.name) in self.held and r.action != "in_doubt"]
+        failed = [r for r in done if not r.ok and r.name not in report.in_doubt and r not in held]
         if failed:
             summary += f"; {len(failed)} failed"
+        if held:
+            summary += f"; {len(held)} held"
         if report.in_doubt:
             summary += f"; in doubt: {', '.join(report.in_doubt)} (see above: --forget or --adopt once checked)"
         self.out.text(f"applied {self.file}: {summary}", style="bold red" if not report.ok else "bold green")
+
+    def verdict(self, item: ItemResult) -> str:
+        if item.ok:
+            return "ok"
+        return "held" if (item.action, item.name) in self.held else "FAILED"
 
 
 def _pair(text: str) -> tuple[str, str]:

@@ -35,17 +35,19 @@ def environment(emu: Emulator, extra: dict[str, str] | None = None) -> dict[str,
 
 
 async def start_sigma(
-    emu: Emulator, *args: str | Path, env: dict[str, str] | None = None
+    emu: Emulator, *args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "sigma_async", *map(str, args), stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=environment(emu, env),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=environment(emu, env), cwd=cwd,
     )  # fmt: skip
 
 
-async def sigma(emu: Emulator, *args: str | Path, env: dict[str, str] | None = None, timeout: float = 60) -> Ran:
+async def sigma(
+    emu: Emulator, *args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 60
+) -> Ran:
     """Run the command to its end while this event loop serves the emulator."""
-    proc = await start_sigma(emu, *args, env=env)
+    proc = await start_sigma(emu, *args, env=env, cwd=cwd)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except asyncio.TimeoutError:

@@ -268,3 +268,32 @@ def _read_until_closed(fd: int) -> bytes:
     finally:
         os.close(fd)
     return b"".join(chunks)
+
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+async def test_the_example_file_does_what_the_readme_shows(emu: Emulator, tmp_path: Path) -> None:
+    (tmp_path / "examples").mkdir()
+    example = (ROOT / "examples" / "channels.toml").read_text()
+    (tmp_path / "examples" / "channels.toml").write_text(example)
+    first = await sigma(emu, "apply", "examples/channels.toml", env=ENV, cwd=tmp_path)
+    assert first.code == 0, first.stderr
+    shown = README[README.index("$ sigma-async apply examples/channels.toml\n"):]
+    expected = shown[: shown.index("    action")].splitlines()[1:]
+    assert first.stdout.splitlines()[: len(expected)] == expected
+    assert first.stdout.splitlines()[-1] in README
+    assert on_server(emu) == Counter(["main-stage", "side-stage", "interviews"])
+    assert running(emu) == {"main-stage", "side-stage"}
+    again = await sigma(emu, "apply", "examples/channels.toml", env=ENV, cwd=tmp_path)
+    assert again.code == 0 and again.stdout.splitlines()[0] in README
+
+    # The README's bad file: the secret unset, the third channel renamed side-stage, its stop_timeout misspelt.
+    bad = example.replace("stop_timeout = 300", "stop_timout = 300")
+    bad = bad.replace('name = "interviews"', 'name = "side-stage"')
+    (tmp_path / "examples" / "channels.toml").write_text(bad)
+    broken = await sigma(emu, "apply", "examples/channels.toml", cwd=tmp_path)
+    assert broken.code == 2 and broken.stderr.splitlines() == [
+        line.strip() for line in README.splitlines() if line.strip().startswith("error: examples/channels.toml:")
+    ]

@@ -138,10 +138,16 @@ async def apply(
                     report.in_doubt.append(item.name)
                 settle(item)
 
-            await run_bounded(
-                [partial(executor.run, action) for action in actions],
-                concurrency=concurrency, on_result=done, on_progress=on_progress,
-            )  # fmt: skip
+            try:
+                await run_bounded(
+                    [partial(executor.run, action) for action in actions],
+                    concurrency=concurrency, on_result=done, on_progress=on_progress,
+                )  # fmt: skip
+            finally:
+                # Cancelled (Ctrl-C) or not, every answer already in is written before apply returns: a create
+                # that succeeded is then recorded as such, and only those cut off in flight stay in doubt.
+                with anyio.CancelScope(shield=True):
+                    await store.commit()
     return report
 
 
@@ -181,8 +187,8 @@ async def _adopt(
         if name not in by_name:
             raise ValueError(f"cannot adopt {channel_id} as {name!r}: the file has no channel of that name")
         entry = store.state.channels.get(name)
-        if entry is not None and entry.pending is None and entry.id != channel_id:
-            raise ValueError(f"cannot adopt {channel_id} as {name!r}: the state has it as channel {entry.id}")
+        if entry is not None and entry.pending is None:
+            raise ValueError(f"cannot adopt {channel_id} as {name!r}: the state has it as channel {entry.id} already")
         try:
             channel = await client.channels.get(channel_id)
         except NotFoundError:

@@ -98,7 +98,7 @@ async def test_a_create_whose_answer_is_lost_is_in_doubt_until_adopted(emu: Emul
         await apply(sigma_client, channels("a", "b"), state=state, adopt={"b": ids["a"]})
     adopted = await apply(sigma_client, channels("a", "b"), state=state, adopt={"b": ids["b"]})
     assert adopted.ok and adopted.results == [] and StateFile(state).state.channels["b"].id == ids["b"]
-    with pytest.raises(ValueError, match="the state has it as channel .* already"):
+    with pytest.raises(ValueError, match=r"the state has it as channel .* already"):
         await apply(sigma_client, channels("a", "b"), state=state, adopt={"b": ids["b"]})
     assert on_server(emu) == Counter("ab")
 

@@ -21,7 +21,8 @@ __all__ = ["SECTIONS", "Sizes", "main"]
 SECTIONS = ("calls", "loops", "decode", "bulk", "watch")
 # Run only when named: ``replicas`` starts a nats-server, an emulator and three relay processes (about a minute).
 # ``throttle`` runs the request budget against a throttling emulator, with and without ``adaptive``.
-OPTIONAL = ("profile", "relay", "replicas", "throttle")
+# ``apply`` provisions 500 channels four ways per round (apply, create_many, and both as commands).
+OPTIONAL = ("profile", "relay", "replicas", "throttle", "apply")
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,17 @@ def _runners(sizes: Sizes, loop: str, pool: int, wanted: list[str]) -> dict[str,
         runners["throttle"] = lambda: _throttle(sizes)
     if "replicas" in wanted:
         runners["replicas"] = lambda: _replicas(sizes)
+    if "apply" in wanted:
+        runners["apply"] = lambda: _apply(sizes)
     return runners
+
+
+def _apply(sizes: Sizes) -> list[Section]:
+    from . import apply
+
+    smoke = sizes.requests < QUICK.requests
+    config = apply.ApplyBenchConfig(channels=50, rounds=1) if smoke else apply.ApplyBenchConfig(rounds=sizes.rounds)
+    return [apply.run(config)]
 
 
 def _throttle(sizes: Sizes) -> list[Section]:

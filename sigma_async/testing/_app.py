@@ -89,7 +89,7 @@ class _Api:
         status: int | None = None
         try:
             if (route is not None and is_control_route(route)) or self.throttle.admit():
-                response, entry.fault = await self._answer(request, handler, route)
+                response, entry.fault = await self._answer(request, handler, route, entry)
             else:  # over the server's rate: turned away before anything else is looked at
                 response = throttled_response(self.throttle)
             if response is None:
@@ -104,11 +104,11 @@ class _Api:
             self.journal.end(entry, status)
 
     async def _answer(
-        self, request: web.Request, handler: Handler, route: str | None
+        self, request: web.Request, handler: Handler, route: str | None, entry: JournalEntry
     ) -> tuple[web.StreamResponse | None, Fault | None]:
         # Timers are also checked here, so a request never sees a session that should have ended already.
         self.state.tick()
-        fault = self.faults.pick(route) if route is not None and not is_control_route(route) else None
+        fault = self.faults.pick(route, entry) if route is not None and not is_control_route(route) else None
         if fault is not None and not fault.after:
             if fault.latency:
                 await asyncio.sleep(fault.latency)

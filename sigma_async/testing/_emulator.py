@@ -202,6 +202,10 @@ class Emulator:
         assert session_id is not None  # stop_channel refuses a channel without one
         return self.state.sessions[session_id]
 
+    def delete_channel(self, channel_id: str) -> None:
+        """Delete a channel as a user would in the console, without going through HTTP (its open session ends)."""
+        self.state.delete_channel(channel_id)
+
     def connect_publisher(self, key: str) -> SessionState:
         """An encoder starts pushing to the channel (or session) ``key``: the session goes ``live``."""
         return self.state.connect_publisher(key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -70,7 +70,8 @@ class Fault:
 
 @dataclass
 class FaultRule:
-    """A fault armed on a route: fired ``remaining`` more times (None: unlimited), each with ``probability``."""
+    """A fault armed on a route: fired ``remaining`` more times (None: unlimited), each with ``probability``,
+    on requests for which ``when`` (if given) is true."""
 
     route: str
     fault: Fault
@@ -78,9 +79,12 @@ class FaultRule:
     probability: float | None = None
     rng: random.Random | None = None
     fired: int = 0
+    when: Callable[[JournalEntry], bool] | None = None
 
-    def draw(self) -> bool:
+    def draw(self, request: JournalEntry | None = None) -> bool:
         if self.remaining is not None and self.remaining <= 0:
+            return False
+        if self.when is not None and (request is None or not self.when(request)):
             return False
         if self.probability is not None:
             assert self.rng is not None
@@ -103,6 +107,8 @@ class FaultPlan:
     >>> emu.faults.add("POST /channels", Fault(status=503, retry_after=0.1), times=2)
     >>> emu.faults.add("GET /events", Fault(status=500), times="always")
     >>> emu.faults.add("*", Fault(drop=True), probability=0.2, seed=7)
+    >>> emu.faults.add("POST /channels", Fault(status=400, message="bad name"), times="always",
+    ...                when=lambda request: request.json()["name"] == "bad")   # only the requests it matches
     """
 
     def __init__(self, rng: random.Random | None = None) -> None:
@@ -117,8 +123,12 @@ class FaultPlan:
         times: int | Literal["always"] | None = None,
         probability: float | None = None,
         seed: int | None = None,
+        when: Callable[[JournalEntry], bool] | None = None,
     ) -> FaultRule:
-        """Arm ``fault`` on ``route`` (one of ``ROUTES`` or ``"*"``); returns the rule, whose ``fired`` counts hits."""
+        """Arm ``fault`` on ``route`` (one of ``ROUTES`` or ``"*"``); returns the rule, whose ``fired`` counts hits.
+
+        ``when(request)``, given the request as the journal records it, limits the rule to requests it is true for.
+        """
         if route != ANY_ROUTE and route not in ROUTES:
             raise ValueError(f"unknown route {route!r}; routes are {', '.join(ROUTES)} or '*'")
         if isinstance(times, int) and times < 0:
@@ -131,7 +141,7 @@ class FaultPlan:
             if not 0.0 <= probability <= 1.0:
                 raise ValueError("probability must be between 0 and 1")
             rng = random.Random(seed if seed is not None else self._rng.getrandbits(64))
-        rule = FaultRule(route, fault, remaining, probability, rng)
+        rule = FaultRule(route, fault, remaining, probability, rng, when=when)
         self._rules.append(rule)
         return rule
 
@@ -139,10 +149,10 @@ class FaultPlan:
         """Disarm every rule, or only those added for ``route``."""
         self._rules = [r for r in self._rules if route is not None and r.route != route]
 
-    def pick(self, route: str) -> Fault | None:
+    def pick(self, route: str, request: JournalEntry | None = None) -> Fault | None:
         """The fault for the next request on ``route``, consuming it; None to answer normally."""
         for rule in self._rules:
-            if (rule.route == route or rule.route == ANY_ROUTE) and rule.draw():
+            if (rule.route == route or rule.route == ANY_ROUTE) and rule.draw(request):
                 return rule.fault
         return None
 

@@ -1,0 +1,44 @@
+"""Playback health: is a channel's HLS output really advancing? The third dimension beside status and signal.
+
+Layers, bottom up: ``_models`` (reads, decisions, reports) and ``_playlist`` (m3u8 parsing), pure;
+``_judge`` (``PlaybackJudge``: reads in, stall and resume decisions out), pure; ``_prober`` (reads through the
+credential-free ``PublicReader`` of ``_transport``: ``probe``, ``PlaybackWatch``, ``watch``); ``_namespace``
+(``client.playback``).
+
+>>> report = await client.playback.probe(channel_id)
+>>> report.state, [(r.name, r.media_sequence, r.age) for r in report.renditions]
+('playing', [('1080p', 5120, 0.8), ('720p', 5120, 0.9), ('480p', 5120, 0.7)])
+"""
+
+from ._judge import DEFAULT_TARGET_DURATION, STALL_FACTOR, PlaybackJudge
+from ._models import (
+    MASTER,
+    PlaybackDecision,
+    PlaybackReport,
+    PlaybackState,
+    RenditionRead,
+    RenditionReport,
+    RenditionState,
+    to_transition,
+)
+from ._playlist import MediaPlaylist, NotAPlaylist, Variant, parse_playlist, playlist_age, rendition_names
+
+__all__ = [
+    "DEFAULT_TARGET_DURATION",
+    "MASTER",
+    "STALL_FACTOR",
+    "MediaPlaylist",
+    "NotAPlaylist",
+    "PlaybackDecision",
+    "PlaybackJudge",
+    "PlaybackReport",
+    "PlaybackState",
+    "RenditionRead",
+    "RenditionReport",
+    "RenditionState",
+    "Variant",
+    "parse_playlist",
+    "playlist_age",
+    "rendition_names",
+    "to_transition",
+]

@@ -21,22 +21,30 @@ from ._models import (
     RenditionState,
     to_transition,
 )
+from ._namespace import Playback, check_target
 from ._playlist import MediaPlaylist, NotAPlaylist, Variant, parse_playlist, playlist_age, rendition_names
+from ._prober import MasterRead, PlaybackWatch, Prober, check_playlist_url
 
 __all__ = [
     "DEFAULT_TARGET_DURATION",
     "MASTER",
     "STALL_FACTOR",
+    "MasterRead",
     "MediaPlaylist",
     "NotAPlaylist",
     "PlaybackDecision",
+    "Playback",
     "PlaybackJudge",
     "PlaybackReport",
     "PlaybackState",
+    "PlaybackWatch",
+    "Prober",
     "RenditionRead",
     "RenditionReport",
     "RenditionState",
     "Variant",
+    "check_playlist_url",
+    "check_target",
     "parse_playlist",
     "playlist_age",
     "rendition_names",

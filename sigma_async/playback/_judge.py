@@ -45,8 +45,9 @@ class PlaybackJudge:
     """Judges the renditions of one HLS output from successive reads.
 
     A rendition is stalled when its playlist, at its latest read, had not advanced (media sequence and newest
-    segment) for the threshold: ``stall_after`` seconds, or by default ``STALL_FACTOR`` times its ``EXT-X-TARGETDURATION``; a
-    rendition that fails to read is stalled when it has failed (and so not advanced) for as long. A media sequence
+    segment) for the threshold: ``stall_after`` seconds, or by default ``STALL_FACTOR`` times its
+    ``EXT-X-TARGETDURATION``; a rendition that fails to read is stalled when it has failed (and so not
+    advanced) for as long. A media sequence
     that goes back (a packager restart) is an advance. A playlist with ``EXT-X-ENDLIST`` is over, never stalled.
 
     ``feed`` returns at most one decision per read, and decisions alternate, starting with ``"stalled"``:
@@ -132,6 +133,18 @@ class PlaybackJudge:
             r = self._renditions[read.name] = _Rendition(read.at)
         self._note(r, read)
         return self._decide(read.at)
+
+    def feed_all(self, reads: Iterable[RenditionRead]) -> PlaybackDecision | None:
+        """Take reads made together (one round of the renditions due) and decide once, at the last one: a stall
+        then names every rendition that round found stalled."""
+        last = None
+        for read in sorted(reads, key=lambda r: r.at):
+            r = self._renditions.get(read.name)
+            if r is None:
+                r = self._renditions[read.name] = _Rendition(read.at)
+            self._note(r, read)
+            last = read.at
+        return self._decide(last) if last is not None else None
 
     def _note(self, r: _Rendition, read: RenditionRead) -> None:
         r.read_at = read.at

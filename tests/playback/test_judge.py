@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import pytest
@@ -101,6 +102,16 @@ def test_a_stall_names_every_rendition_stalled_at_that_moment_with_their_reasons
     stall = judge.feed(RenditionRead(name="720p", at=3.0, media_sequence=5, newest_segment="s5.ts",
                                      target_duration=1.0, age=10.0))  # fmt: skip
     assert stall is not None and stall.renditions == ("1080p", "720p") and stall.reason == "http 404, stale"
+
+
+def test_reads_made_together_are_decided_once_and_the_stall_names_them_all() -> None:
+    feed = Feed()
+    feed.round(0.0)
+    same = [RenditionRead(name=n, at=3.0 + i / 100, media_sequence=101, newest_segment="seg_106.ts",
+                          target_duration=1.0) for i, n in enumerate(LADDER)]  # fmt: skip
+    stall = feed.judge.feed_all(same)
+    assert stall is not None and stall.renditions == tuple(LADDER) and stall.at == 3.02
+    assert feed.judge.feed_all([]) is None
 
 
 def test_a_media_sequence_that_goes_back_is_a_packager_restart_an_advance() -> None:
@@ -336,4 +347,4 @@ def test_reads_are_never_due_more_often_than_the_larger_of_interval_and_target(
                                      target_duration=2.0))  # fmt: skip
             reads.append(now)
     spacing = max(interval, 2.0)
-    assert all(b - a >= spacing - 1e-9 for a, b in zip(reads, reads[1:], strict=False))
+    assert all(b - a >= spacing - 1e-9 for a, b in itertools.pairwise(reads))

@@ -21,7 +21,8 @@ __all__ = ["SECTIONS", "Sizes", "main"]
 SECTIONS = ("calls", "loops", "decode", "bulk", "watch")
 # Run only when named: ``replicas`` starts a nats-server, an emulator and three relay processes (about a minute).
 # ``throttle`` runs the request budget against a throttling emulator, with and without ``adaptive``.
-OPTIONAL = ("profile", "relay", "replicas", "throttle")
+# ``playback`` runs ffmpeg packaging a live HLS ladder and times stall and resume detection (about a minute).
+OPTIONAL = ("playback", "profile", "relay", "replicas", "throttle")
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,16 @@ def _runners(sizes: Sizes, loop: str, pool: int, wanted: list[str]) -> dict[str,
         runners["throttle"] = lambda: _throttle(sizes)
     if "replicas" in wanted:
         runners["replicas"] = lambda: _replicas(sizes)
+    if "playback" in wanted:
+        runners["playback"] = lambda: _playback(sizes)
     return runners
+
+
+def _playback(sizes: Sizes) -> list[Section]:
+    from . import playback
+
+    smoke = sizes.requests < QUICK.requests
+    return [playback.run(playback.PlaybackConfig(rounds=1 if smoke else 6))]
 
 
 def _throttle(sizes: Sizes) -> list[Section]:

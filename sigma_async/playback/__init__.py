@@ -22,7 +22,15 @@ from ._models import (
     to_transition,
 )
 from ._namespace import Playback, check_target
-from ._playlist import MediaPlaylist, NotAPlaylist, Variant, parse_playlist, playlist_age, rendition_names
+from ._playlist import (
+    MediaPlaylist,
+    NotAPlaylist,
+    Variant,
+    modified_age,
+    parse_playlist,
+    program_age,
+    rendition_names,
+)
 from ._prober import MasterRead, PlaybackWatch, Prober, check_playlist_url
 
 __all__ = [
@@ -45,8 +53,9 @@ __all__ = [
     "Variant",
     "check_playlist_url",
     "check_target",
+    "modified_age",
     "parse_playlist",
-    "playlist_age",
+    "program_age",
     "rendition_names",
     "to_transition",
 ]

@@ -33,8 +33,10 @@ class RenditionRead(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     ``at`` is a monotonic time in seconds (whatever clock the caller uses, the same for every read). ``error`` is
     None for a playlist read and parsed, else what failed (``"HTTP 404"``, ``"timeout"``, ``"too large"``,
     ``"not a playlist"``, ``"too many redirects"``, ``"unreachable"``), and then the other fields are empty.
-    ``age`` is how long ago the playlist last changed by the origin's word (``Date`` minus ``Last-Modified``, or
-    its newest ``EXT-X-PROGRAM-DATE-TIME``), None when it gives neither.
+    ``age`` is at least how long ago the playlist last changed by its ``Last-Modified`` (against the origin's
+    ``Date``), None without one; the judge uses it on a rendition's first read, so that a playlist frozen before
+    the first look counts. ``program_age`` is the time since its newest segment ended by
+    ``EXT-X-PROGRAM-DATE-TIME`` (latency included, so it overstates: a one-look ``probe`` falls back on it).
     """
 
     name: str
@@ -45,6 +47,7 @@ class RenditionRead(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     target_duration: float | None = None
     ended: bool = False
     age: float | None = None
+    program_age: float | None = None
     error: str | None = None
 
 
@@ -69,7 +72,9 @@ class PlaybackDecision(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 class RenditionReport(msgspec.Struct, frozen=True, kw_only=True):
     """One rendition of a probe's report. ``name`` is its folder or URI stem (``1080p``); ``age`` is seconds
-    since its playlist last changed (None: the origin does not say); ``error`` is None or what failed."""
+    since its playlist last changed, by ``Last-Modified`` (at least that: HTTP dates are whole seconds) or else by
+    its newest ``EXT-X-PROGRAM-DATE-TIME`` (None: the origin says neither); ``error`` is None or what failed.
+    ``state``: ``"playing"``, ``"stalled"`` (``age`` at least the stall threshold), ``"ended"``, ``"failed"``."""
 
     name: str
     url: str

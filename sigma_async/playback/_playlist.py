@@ -11,10 +11,22 @@ from urllib.parse import unquote, urlsplit
 import m3u8
 import msgspec
 
-__all__ = ["MediaPlaylist", "NotAPlaylist", "Variant", "parse_playlist", "playlist_age", "rendition_names"]
+__all__ = [
+    "MediaPlaylist",
+    "NotAPlaylist",
+    "Variant",
+    "modified_age",
+    "parse_playlist",
+    "program_age",
+    "rendition_names",
+]
 
 #: File stems that say nothing of the rendition (``1080p/index.m3u8``): the folder names it instead.
 GENERIC_STEMS = frozenset({"index", "playlist", "chunklist", "prog_index", "media", "mono", "main", "stream", "live"})
+
+
+#: The longest EXT-X-TARGETDURATION believed (seconds); live playlists use a few seconds.
+MAX_TARGET_DURATION = 600.0
 
 
 class NotAPlaylist(ValueError):
@@ -83,6 +95,10 @@ def _variants(playlist: m3u8.M3U8) -> list[Variant]:
 def _media(playlist: m3u8.M3U8) -> MediaPlaylist:
     if playlist.target_duration is None:
         raise NotAPlaylist("a media playlist without EXT-X-TARGETDURATION")
+    target = float(playlist.target_duration)
+    # The schedule and the stall threshold follow it: a zero, negative, endless or absurd one is not believed.
+    if not 0 < target <= MAX_TARGET_DURATION:
+        raise NotAPlaylist(f"EXT-X-TARGETDURATION {playlist.target_duration!r} is not a duration")
     segments = playlist.segments
     newest = segments[-1] if segments else None
     newest_end = None
@@ -94,7 +110,7 @@ def _media(playlist: m3u8.M3U8) -> MediaPlaylist:
         media_sequence=int(playlist.media_sequence or 0),
         newest_segment=newest.uri if newest is not None else None,
         segments=len(segments),
-        target_duration=float(playlist.target_duration),
+        target_duration=target,
         ended=bool(playlist.is_endlist),
         newest_end=newest_end,
     )
@@ -123,19 +139,27 @@ def _short_name(path: PurePosixPath) -> str:
     return path.stem or path.parent.name or "/"
 
 
-def playlist_age(
-    *, last_modified: str | None, date: str | None, newest_end: datetime | None, now: datetime
-) -> float | None:
-    """Seconds since the playlist last changed, by the origin's word; None when it does not say.
+def modified_age(*, last_modified: str | None, date: str | None, now: datetime) -> float | None:
+    """At least how many seconds ago the playlist last changed, by its ``Last-Modified``; None without one.
 
-    ``Last-Modified`` is measured against the origin's own ``Date`` (so that clock skew does not count), or
-    ``now`` without one; lacking ``Last-Modified``, the end of the newest segment by ``EXT-X-PROGRAM-DATE-TIME``.
+    Measured against the origin's own ``Date`` (so that our clock's skew does not count), or ``now`` without one.
+    HTTP dates are whole seconds, so one second is taken off: the result is never more than the true age, and a
+    stall judged from it is never early.
     """
-    reference = _http_date(date) or now
-    changed = _http_date(last_modified) or newest_end
+    changed = _http_date(last_modified)
     if changed is None:
         return None
-    return max(0.0, (reference - changed).total_seconds())
+    reference = _http_date(date) or now
+    return max(0.0, (reference - changed).total_seconds() - 1.0)
+
+
+def program_age(*, newest_end: datetime | None, date: str | None, now: datetime) -> float | None:
+    """Seconds since the newest segment's end by ``EXT-X-PROGRAM-DATE-TIME``; None without one. This includes the
+    pipeline's latency (a segment is listed after it ends), so it overstates how long ago the playlist changed."""
+    if newest_end is None:
+        return None
+    reference = _http_date(date) or now
+    return max(0.0, (reference - newest_end).total_seconds())
 
 
 def _http_date(value: str | None) -> datetime | None:

@@ -22,7 +22,15 @@ from ._models import (
     RenditionReport,
     RenditionState,
 )
-from ._playlist import MediaPlaylist, NotAPlaylist, Variant, parse_playlist, playlist_age, rendition_names
+from ._playlist import (
+    MediaPlaylist,
+    NotAPlaylist,
+    Variant,
+    modified_age,
+    parse_playlist,
+    program_age,
+    rendition_names,
+)
 
 __all__ = ["MasterRead", "PlaybackWatch", "Prober", "check_playlist_url"]
 
@@ -138,12 +146,12 @@ class Prober:
         return fetched, None
 
     def _rendition_read(self, name: str, at: float, fetched: Fetched, parsed: MediaPlaylist) -> RenditionRead:
-        age = playlist_age(
-            last_modified=fetched.last_modified, date=fetched.date, newest_end=parsed.newest_end, now=self.wall()
-        )
+        now = self.wall()
         return RenditionRead(
             name=name, at=at, media_sequence=parsed.media_sequence, newest_segment=parsed.newest_segment,
-            segments=parsed.segments, target_duration=parsed.target_duration, ended=parsed.ended, age=age,
+            segments=parsed.segments, target_duration=parsed.target_duration, ended=parsed.ended,
+            age=modified_age(last_modified=fetched.last_modified, date=fetched.date, now=now),
+            program_age=program_age(newest_end=parsed.newest_end, date=fetched.date, now=now),
         )  # fmt: skip
 
 
@@ -193,17 +201,18 @@ class PlaybackWatch:
 
 def _report(variant: Variant, read: RenditionRead, stall_after: float | None) -> RenditionReport:
     state: RenditionState
+    age = read.age if read.age is not None else read.program_age
     if read.error is not None:
         state = "failed"
     elif read.ended:
         state = "ended"
     else:
         threshold = stall_after if stall_after is not None else STALL_FACTOR * (read.target_duration or 0.0)
-        state = "stalled" if read.age is not None and read.age >= threshold else "playing"
+        state = "stalled" if age is not None and age >= threshold else "playing"
     return RenditionReport(
         name=variant.name, url=variant.url, state=state,
         bandwidth=variant.bandwidth, resolution=variant.resolution, media_sequence=read.media_sequence,
-        target_duration=read.target_duration, segments=read.segments, age=read.age, error=read.error,
+        target_duration=read.target_duration, segments=read.segments, age=age, error=read.error,
     )  # fmt: skip
 
 

@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sigma_async.playback import MediaPlaylist, NotAPlaylist, Variant, parse_playlist, playlist_age, rendition_names
+from sigma_async.playback import (
+    MediaPlaylist,
+    NotAPlaylist,
+    Variant,
+    modified_age,
+    parse_playlist,
+    program_age,
+    rendition_names,
+)
 
 # As ffmpeg writes them with -var_stream_map "v:0,name:1080p ..." -master_pl_name master.m3u8.
 MASTER = b"""#EXTM3U
@@ -81,6 +89,11 @@ def test_program_date_time_gives_when_the_newest_segment_ends() -> None:
         b'{"error": "not found"}',
         b"#EXTM3U\n#EXTINF:1.0,\nseg_1.ts\n",  # no EXT-X-TARGETDURATION
         b"#EXTM3U\n#EXT-X-TARGETDURATION:soon\n",
+        b"#EXTM3U\n#EXT-X-TARGETDURATION:0\n",
+        b"#EXTM3U\n#EXT-X-TARGETDURATION:-6\n",
+        b"#EXTM3U\n#EXT-X-TARGETDURATION:inf\n",
+        b"#EXTM3U\n#EXT-X-TARGETDURATION:nan\n",
+        b"#EXTM3U\n#EXT-X-TARGETDURATION:86400\n",  # one read a day would hide any freeze
         b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=lots\nhi.m3u8\n",
     ],
 )
@@ -104,13 +117,19 @@ def test_names_are_the_stem_or_the_folder_and_always_distinct() -> None:
     assert rendition_names(["http://x/a.m3u8?t=1", "http://x/a.m3u8?t=2"]) == ["a", "a~2"]
 
 
-def test_age_is_measured_on_the_origins_clock_then_ours_then_by_program_date_time() -> None:
+def test_age_by_last_modified_is_on_the_origins_clock_and_never_more_than_the_truth() -> None:
     now = datetime(2024, 7, 22, 12, 0, 0, tzinfo=timezone.utc)
     lm, date = "Mon, 22 Jul 2024 11:00:00 GMT", "Mon, 22 Jul 2024 11:00:07 GMT"
-    assert playlist_age(last_modified=lm, date=date, newest_end=None, now=now) == 7.0  # our clock is an hour off
-    assert playlist_age(last_modified=lm, date=None, newest_end=None, now=now) == 3600.0
-    pdt = now - timedelta(seconds=2.5)
-    assert playlist_age(last_modified=None, date=None, newest_end=pdt, now=now) == 2.5
-    assert playlist_age(last_modified="yesterday-ish", date=None, newest_end=None, now=now) is None
-    assert playlist_age(last_modified=None, date=None, newest_end=None, now=now) is None
-    assert playlist_age(last_modified=date, date=lm, newest_end=None, now=now) == 0.0  # never negative
+    # Whole seconds on both sides: 7 s apart by the headers is more than 6 s, and may be less than 7 s.
+    assert modified_age(last_modified=lm, date=date, now=now) == 6.0  # our own clock is an hour off: not used
+    assert modified_age(last_modified=lm, date=None, now=now) == 3599.0
+    assert modified_age(last_modified="Mon, 22 Jul 2024 11:00:00 GMT", date=lm, now=now) == 0.0  # never negative
+    assert modified_age(last_modified="yesterday-ish", date=None, now=now) is None
+    assert modified_age(last_modified=None, date=date, now=now) is None
+
+
+def test_age_by_program_date_time_counts_from_the_newest_segments_end() -> None:
+    now = datetime(2024, 7, 22, 12, 0, 0, tzinfo=timezone.utc)
+    assert program_age(newest_end=now - timedelta(seconds=2.5), date=None, now=now) == 2.5
+    assert program_age(newest_end=now, date="Mon, 22 Jul 2024 12:00:04 GMT", now=now) == 4.0
+    assert program_age(newest_end=None, date=None, now=now) is None

@@ -25,12 +25,14 @@ class Playback:
     ...     print(change.kind, change.renditions, change.reason)
     """
 
-    __slots__ = ("_closed", "_get_channel", "_prober")
+    __slots__ = ("_closed", "_get_channel", "_prober", "timeout")
 
-    def __init__(self, get_channel: Callable[[str], Awaitable[Channel]]) -> None:
+    def __init__(self, get_channel: Callable[[str], Awaitable[Channel]], *, timeout: float = 10.0) -> None:
         self._get_channel = get_channel
         self._prober: Prober | None = None
         self._closed = False
+        #: Seconds one playlist read may take, redirects included (set before the first read).
+        self.timeout = timeout
 
     @property
     def prober(self) -> Prober:
@@ -38,7 +40,7 @@ class Playback:
         if self._prober is None:
             if self._closed:
                 raise RuntimeError("this SigmaClient is closed; make a new one")
-            self._prober = Prober(PublicReader())
+            self._prober = Prober(PublicReader(timeout=self.timeout, read_timeout=min(5.0, self.timeout)))
         return self._prober
 
     async def url_of(self, target: str) -> str:

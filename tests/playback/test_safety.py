@@ -152,6 +152,14 @@ async def test_playback_reads_take_nothing_from_the_vendor_budget_and_never_touc
         assert client.playback.prober.reader is not client._transport
 
 
+async def test_the_clients_playlist_timeout_bounds_each_read(origin: Origin) -> None:
+    async with SigmaClient(username="u", secret_key="s", app_id="a", base_url=origin.url) as client:
+        client.playback.timeout = 0.5
+        with anyio.fail_after(3):
+            report = await client.playback.probe(origin.url + "/slow/index.m3u8")
+    assert (report.state, report.error) == ("unreachable", "timeout")
+
+
 async def test_closing_the_client_closes_the_playlist_pool() -> None:
     client = SigmaClient(username="u", secret_key="s", app_id="a", base_url="http://127.0.0.1:9")
     reader = client.playback.prober.reader

@@ -22,7 +22,8 @@ SECTIONS = ("calls", "loops", "decode", "bulk", "watch")
 # Run only when named: ``replicas`` starts a nats-server, an emulator and three relay processes (about a minute).
 # ``throttle`` runs the request budget against a throttling emulator, with and without ``adaptive``.
 # ``apply`` provisions 500 channels four ways per round (apply, create_many, and both as commands).
-OPTIONAL = ("profile", "relay", "replicas", "throttle", "apply")
+# ``playback`` runs ffmpeg packaging a live HLS ladder and times stall and resume detection (about a minute).
+OPTIONAL = ("playback", "profile", "relay", "replicas", "throttle", "apply")
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,8 @@ def _runners(sizes: Sizes, loop: str, pool: int, wanted: list[str]) -> dict[str,
         runners["replicas"] = lambda: _replicas(sizes)
     if "apply" in wanted:
         runners["apply"] = lambda: _apply(sizes)
+    if "playback" in wanted:
+        runners["playback"] = lambda: _playback(sizes)
     return runners
 
 
@@ -177,6 +180,13 @@ def _apply(sizes: Sizes) -> list[Section]:
     smoke = sizes.requests < QUICK.requests
     config = apply.ApplyBenchConfig(channels=50, rounds=1) if smoke else apply.ApplyBenchConfig(rounds=sizes.rounds)
     return [apply.run(config)]
+
+
+def _playback(sizes: Sizes) -> list[Section]:
+    from . import playback
+
+    smoke = sizes.requests < QUICK.requests
+    return [playback.run(playback.PlaybackConfig(rounds=1 if smoke else 6))]
 
 
 def _throttle(sizes: Sizes) -> list[Section]:

@@ -1,4 +1,4 @@
-"""``SigmaClient`` and its resource namespaces: ``channels``, ``sessions``, ``events``."""
+"""``SigmaClient`` and its resource namespaces: ``channels``, ``sessions``, ``events``, ``playback``."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from ._transport import DEFAULT_MAX_BODY, Transport
 from .bulk import BulkResult, ProgressCallback, ResultCallback, run_bounded
 from .errors import APIStatusError, SigmaError
 from .models import Channel, ChannelCreate, Event, Page, Session, SessionStatus
+from .playback import Playback
 
 if TYPE_CHECKING:
     from .transitions import Transition
@@ -92,6 +93,8 @@ class SigmaClient:
         self.channels = Channels(self)
         self.sessions = Sessions(self)
         self.events = Events(self)
+        #: Playback health of channels' HLS output, read without these credentials (see ``Playback``).
+        self.playback = Playback(self.channels.get)
 
     @classmethod
     def from_env(cls, env_file: str | os.PathLike[str] | None = None, **overrides: Any) -> SigmaClient:
@@ -118,8 +121,9 @@ class SigmaClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool. Safe to call twice."""
+        """Close the connection pools. Safe to call twice."""
         await self._transport.aclose()
+        await self.playback.aclose()
 
     @property
     def closed(self) -> bool:

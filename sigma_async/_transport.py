@@ -1,20 +1,22 @@
-"""The HTTP transport: one pooled aiohttp session, timeouts, a cap on what is read, errors mapped. The only
-module that imports aiohttp."""
+"""The HTTP transport: one pooled aiohttp session, timeouts, a cap on what is read, errors mapped; and a second,
+credential-free reader for public resources (HLS playlists). The only module that imports aiohttp."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Final
 
 import aiohttp
 from yarl import URL
 
+from ._config import USER_AGENT
 from ._protocol import Request, Response
-from .errors import APIConnectionError, APITimeoutError, ResponseDecodeError
+from .errors import APIConnectionError, APITimeoutError, ResponseDecodeError, SigmaError
 
-__all__ = ["DEFAULT_MAX_BODY", "Transport"]
+__all__ = ["DEFAULT_MAX_BODY", "PLAYLIST_MAX_BODY", "FetchError", "Fetched", "PublicReader", "Transport"]
 
 logger = logging.getLogger("sigma_async")
 
@@ -140,17 +142,10 @@ class Transport:
         too_big = ResponseDecodeError(
             f"HTTP {resp.status}: response larger than {self._max_body} bytes; not read", status_code=resp.status
         )
-        if length is not None and length > self._max_body:
-            raise too_big  # even compressed it is too big; identity or not, refuse before reading
-        # Chunked, or compressed (a small body can inflate a thousandfold): count what comes out, stop at the cap.
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in resp.content.iter_chunked(64 * 1024):
-            size += len(chunk)
-            if size > self._max_body:
-                raise too_big
-            chunks.append(chunk)
-        return b"".join(chunks)
+        body = await _read_at_most(resp, length, self._max_body)
+        if body is None:
+            raise too_big
+        return body
 
     async def aclose(self) -> None:
         self._closed = True
@@ -168,3 +163,130 @@ def _host_only(location: str | None) -> str | None:
     except ValueError:
         return "an unparseable location"
     return f"{u.scheme}://{u.host}" if u.host else "a relative location"
+
+
+async def _read_at_most(resp: aiohttp.ClientResponse, length: int | None, limit: int) -> bytes | None:
+    """The body, or None when it is larger than ``limit`` bytes (then read no further than that)."""
+    if length is not None and length > limit:
+        return None  # even compressed it is too big; identity or not, refuse before reading
+    # Chunked, or compressed (a small body can inflate a thousandfold): count what comes out, stop at the cap.
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# -- public resources, without credentials ---------------------------------------------------------------------
+
+#: Largest playlist read (bytes). A live media playlist is a few KiB; past this something is wrong.
+PLAYLIST_MAX_BODY: Final = 1024 * 1024
+
+
+class FetchError(SigmaError):
+    """A ``PublicReader.get`` that got no usable answer.
+
+    ``reason`` is short and stable (``"timeout"``, ``"too large"``, ``"too many redirects"``, ``"unreachable"``);
+    the message adds the detail.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason} ({detail})" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A ``PublicReader.get`` answer: the status, the URL reached after redirects, and the headers playback needs.
+
+    ``body`` is read only for a 2xx answer (empty otherwise).
+    """
+
+    status: int
+    url: str
+    body: bytes
+    last_modified: str | None = None
+    date: str | None = None
+
+
+class PublicReader:
+    """GETs public resources (HLS playlists on a CDN) with no credentials of any kind.
+
+    It has its own aiohttp session, connection pool and cap on requests in flight (``max_connections``), apart
+    from the API's ``Transport``: it never sends ``Authorization``, ``X-App-Id`` or cookies, and never takes a
+    turn in the API's request budget. Each GET is bounded: ``timeout`` seconds from first byte sent to last byte
+    read (redirects included), ``read_timeout`` seconds of silence at most, ``max_body`` bytes (as inflated),
+    ``max_redirects`` redirects (a CDN redirect is normal; a loop ends). Any failure is one ``FetchError``.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 10.0,
+        read_timeout: float = 5.0,
+        max_body: int = PLAYLIST_MAX_BODY,
+        max_redirects: int = 5,
+        max_connections: int = 16,
+    ) -> None:
+        if not timeout > 0 or not read_timeout > 0:
+            raise ValueError("timeout and read_timeout must be > 0 seconds")
+        if max_connections < 1 or max_redirects < 0 or max_body < 1:
+            raise ValueError("max_connections and max_body must be >= 1, max_redirects >= 0")
+        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_read=read_timeout)
+        self._max_body = max_body
+        self._max_redirects = max_redirects
+        self._max_connections = max_connections
+        self._slots = asyncio.Semaphore(max_connections)
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("this reader is closed")
+        self._session = aiohttp.ClientSession(
+            headers={"User-Agent": USER_AGENT, "Accept": "application/vnd.apple.mpegurl, */*"},
+            timeout=self._timeout,
+            connector=aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300),
+            trust_env=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        return self._session
+
+    async def get(self, url: str) -> Fetched:
+        """GET ``url``, following at most ``max_redirects`` redirects; ``FetchError`` for anything but an answer."""
+        session = self._session or self._open()
+        # Waiting for a slot is not the origin's fault: the clock of the timeout starts once one is ours.
+        async with self._slots:
+            try:
+                async with session.get(url, allow_redirects=True, max_redirects=self._max_redirects) as resp:
+                    headers = resp.headers
+                    body = b""
+                    if 200 <= resp.status < 300:
+                        read = await _read_at_most(resp, resp.content_length, self._max_body)
+                        if read is None:
+                            raise FetchError("too large", f"over {self._max_body} bytes")
+                        body = read
+                    return Fetched(
+                        resp.status, str(resp.url), body, headers.get("Last-Modified"), headers.get("Date")
+                    )
+            except aiohttp.TooManyRedirects:
+                raise FetchError("too many redirects", f"more than {self._max_redirects}") from None
+            except asyncio.TimeoutError:
+                raise FetchError("timeout", f"no complete answer within {self._timeout.total:g} s") from None
+            except (aiohttp.ClientError, OSError, ValueError) as exc:
+                # ValueError: a URL (or a redirect's Location) that aiohttp cannot use.
+                raise FetchError("unreachable", f"{type(exc).__name__}: {exc}") from None
+
+    async def aclose(self) -> None:
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()

@@ -2,7 +2,7 @@
 
 Modules: ``_main`` (parser, dispatch, exit statuses), ``_commands`` (channels, sessions, events), ``_watch``,
 ``_output`` (tables, JSON lines, errors), ``_specs`` (``create-many`` input), ``_demo``, ``_extras`` (which
-extra installs what), and one module per command that brings its own options (``_relay``; see
+extra installs what), and one module per command that brings its own options (``_playback``, ``_relay``; see
 ``_main.COMMAND_MODULES`` for how to add one).
 """
 

@@ -9,9 +9,11 @@ from datetime import datetime
 import anyio
 
 from .._client import SigmaClient
+from .._transport import PublicReader
 from ..models import Channel, ChannelCreate, S3Destination, catchup_playlist_url
+from ..playback import Prober, to_transition
 from ..testing import Emulator
-from ..transitions import Transition
+from ..transitions import PlaybackResumed, PlaybackStalled, Transition
 from ._output import Output
 
 __all__ = ["DEMO_S3", "run_demo"]
@@ -36,8 +38,10 @@ MEANING = {
     "restored": "the signal is back",
     "stopped": "the channel was stopped",
     "ended": "the session is over; its recording is the catchup VOD",
+    "playback_stalled": "what viewers get froze, while the API still says live",
+    "playback_resumed": "the HLS output advances again",
 }
-KIND_STYLES = {"interrupted": "yellow", "ended": "bold cyan", "stopped": "cyan"}
+KIND_STYLES = {"interrupted": "yellow", "playback_stalled": "yellow", "ended": "bold cyan", "stopped": "cyan"}
 
 
 async def run_demo(out: Output, *, channels: int = 5, speed: float = 30.0, pace: float = 0.4) -> int:
@@ -65,9 +69,10 @@ async def run_demo(out: Output, *, channels: int = 5, speed: float = 30.0, pace:
             raise RuntimeError("the started channel names no session")
         demo.fields([("session", session_id), ("publish url", channel.input.publish_url or "")])
 
-        demo.step(3, "Watch the session live while a simulated encoder publishes  (client.watch_session)")
+        demo.step(3, "Watch the session live while a simulated encoder publishes  (client.watch_session),")
+        demo.say("   and its HLS output at the channel's liveStreamUrl  (client.playback)")
         with anyio.fail_after(60):  # a demo that hangs teaches nothing
-            await demo.live_session(emu, client, channel.id, session_id)
+            await demo.live_session(emu, client, channel, session_id)
 
         demo.step(4, "The recording  (catchup_playlist_url)")
         sessions = (await client.sessions.list(channel.id)).data
@@ -136,23 +141,69 @@ class _Demo:
             self.out.table(["name", "channel id", "catchup"], rows)
         return created
 
-    async def live_session(self, emu: Emulator, client: SigmaClient, channel_id: str, session_id: str) -> None:
+    async def live_session(self, emu: Emulator, client: SigmaClient, channel: Channel, session_id: str) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._watch, client, session_id)
-            await self._publish(emu, client, channel_id)
+            tg.start_soon(self._watch_playback, emu, channel, session_id)
+            await self._publish(emu, client, channel.id)
 
     async def _watch(self, client: SigmaClient, session_id: str) -> None:
         async for transition in client.watch_session(session_id, interval=0.1):
-            self._show(transition)
-            async with self.changed:
-                self.seen.append(transition.kind)
-                self.changed.notify_all()
+            await self._seen(transition)
+
+    async def _watch_playback(self, emu: Emulator, channel: Channel, session_id: str) -> None:
+        """Stalls and resumes of the output, as the watcher's own ``playback_*`` transitions, until the first resume.
+
+        The output's clock is the emulator's (30x fast), so the judge is given that clock: its threshold, 3 target
+        durations, is 3 emulated seconds.
+        """
+        async with self.changed:
+            await self.changed.wait_for(lambda: "stable" in self.seen)  # from when the output exists
+        reader = PublicReader()
+        prober = Prober(reader, clock=emu.clock.elapsed)
+        speed = emu.clock.speed
+        counts = {"stalled": 0, "resumed": 0}
+        try:
+            url = channel.live_stream_url or ""
+            async for decision in prober.watch(url, interval=1.0, sleep=lambda s: anyio.sleep(s / speed)):
+                counts[decision.kind] += 1
+                t = to_transition(
+                    decision, session_id=session_id, channel_id=channel.id, at=emu.clock.now(),
+                    count=counts[decision.kind], previous=self.seen[-1] if self.seen else None,
+                )  # fmt: skip
+                await self._seen(t)
+                if isinstance(t, PlaybackStalled):
+                    await self._show_probe(prober, url, speed)
+                if isinstance(t, PlaybackResumed):
+                    return
+        finally:
+            await reader.aclose()
+
+    async def _show_probe(self, prober: Prober, url: str, speed: float) -> None:
+        if self.out.json:
+            return
+        # One look judges by Last-Modified, in whole seconds: it agrees with the watch an emulated second or two on.
+        while (report := await prober.probe(url)).state != "stalled":  # noqa: ASYNC110 - polling an HTTP read
+            await anyio.sleep(0.5 / speed)
+        self.say(f"   client.playback.probe(channel): {report.state}")
+        rows = [[f"   {r.name}", str(r.media_sequence), f"{r.age or 0:.0f} s", r.state] for r in report.renditions]
+        self.out.table(["   rendition", "sequence", "age", "state"], rows)
+
+    async def _seen(self, transition: Transition) -> None:
+        self._show(transition)
+        async with self.changed:
+            self.seen.append(transition.kind)
+            self.changed.notify_all()
 
     async def _publish(self, emu: Emulator, client: SigmaClient, channel_id: str) -> None:
         # Each action waits until the watcher has shown the previous one, so cause and effect read in order.
         await self._after("initializing", "an encoder connects and pushes the stream")
         emu.connect_publisher(channel_id)
-        await self._after("stable", "the encoder's signal drops")
+        await self._after("stable", "the transcoder's 720p output freezes; the encoder is fine  (emu.stall_playback)")
+        emu.stall_playback(channel_id, "720p")
+        await self._after("playback_stalled", "the transcoder recovers  (emu.resume_playback)")
+        emu.resume_playback(channel_id)
+        await self._after("playback_resumed", "the encoder's signal drops")
         emu.interrupt_signal(channel_id)
         await self._after("interrupted", "the signal comes back")
         emu.restore_signal(channel_id)
@@ -172,7 +223,9 @@ class _Demo:
         self.first_at = self.first_at or t.at
         offset = int((t.at - self.first_at).total_seconds())
         server = f'  server: "{t.event.message}"' if t.event is not None and t.event.message else ""
-        line = f"     +{offset // 60:02d}:{offset % 60:02d}  {t.kind:<12}  {MEANING.get(t.kind, '')}{server}"
+        if isinstance(t, (PlaybackStalled, PlaybackResumed)):
+            server = f"  renditions: {', '.join(t.renditions)} ({t.reason})"
+        line = f"     +{offset // 60:02d}:{offset % 60:02d}  {t.kind:<16}  {MEANING.get(t.kind, '')}{server}"
         self.out.text(line, style=KIND_STYLES.get(t.kind, "green"))
 
     def next_steps(self) -> None:

@@ -51,7 +51,7 @@ exit status: 0 ok, 1 the operation failed (API error, failed bulk item), 2 usage
 #: ``set_defaults(handler=run)``, where ``async def run(client, args, out) -> int`` gets an open
 #: ``SigmaClient`` (credentials and base URL already resolved), the parsed ``args`` and the ``Output``.
 #: A module not present is skipped; one that needs an extra not installed becomes a command that names it.
-COMMAND_MODULES: tuple[str, ...] = ("sigma_async.cli._relay", "sigma_async.cli._apply")
+COMMAND_MODULES: tuple[str, ...] = ("sigma_async.cli._playback", "sigma_async.cli._relay", "sigma_async.cli._apply")
 
 LEAF_EPILOG = "Common options (--json, --timeout, -v, credentials) go before or after the command: see sigma-async -h."
 

@@ -7,14 +7,16 @@
 ...         ch = await client.channels.create(ChannelCreate(name="news"))      # ... and retried
 ...     assert emu.journal.count("POST /channels") == 2
 
-Also a pytest plugin (fixtures ``sigma_emulator`` and ``sigma_client``) and a standalone server:
-``python -m sigma_async.testing --port 8080`` prints its URL and credentials and serves until interrupted.
+Also a pytest plugin (fixtures ``sigma_emulator`` and ``sigma_client``), a standalone server
+(``python -m sigma_async.testing --port 8080`` prints its URL and credentials and serves until interrupted), and
+real binaries on loopback: ``NatsServer`` (JetStream) and ``HlsLadder`` (ffmpeg packaging a live HLS ladder).
 """
 
 from ._app import BASE_PATH
 from ._clock import Clock
 from ._emulator import DEFAULT_APP_ID, DEFAULT_SECRET_KEY, DEFAULT_USERNAME, Emulator
 from ._faults import ROUTES, Fault, FaultPlan, FaultRule, Journal, JournalEntry
+from ._ffmpeg import HlsLadder, find_ffmpeg
 from ._nats import NatsServer, find_nats_server
 from ._standalone import build_parser, main, serve
 from ._state import ChannelState, EmulatorError, EmulatorState, SessionState
@@ -33,11 +35,13 @@ __all__ = [
     "Fault",
     "FaultPlan",
     "FaultRule",
+    "HlsLadder",
     "Journal",
     "JournalEntry",
     "NatsServer",
     "SessionState",
     "build_parser",
+    "find_ffmpeg",
     "find_nats_server",
     "main",
     "serve",

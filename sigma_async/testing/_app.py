@@ -18,6 +18,7 @@ from .._config import Credentials
 from ..models import ChannelCreateBody, Page, SessionStatus
 from ._control import add_control_routes, is_control_route
 from ._faults import Fault, FaultPlan, Journal, JournalEntry
+from ._hls import HlsOrigin, add_output_routes, is_output_route
 from ._query import ListQuery, parse_list_query
 from ._state import EmulatorError, EmulatorState
 from ._throttle import Throttle
@@ -38,9 +39,9 @@ _encoder = msgspec.json.Encoder()
 
 def build_app(
     state: EmulatorState, faults: FaultPlan, journal: Journal, credentials: Credentials,
-    throttle: Throttle | None = None,
+    throttle: Throttle | None = None, origin: HlsOrigin | None = None,
 ) -> web.Application:
-    """The aiohttp application serving ``state`` under ``/api/livestream``."""
+    """The aiohttp application serving ``state`` under ``/api/livestream``, and its channels' HLS output."""
     api = _Api(state, faults, journal, credentials)
     api.throttle = throttle or Throttle()
     app = web.Application(middlewares=[api.middleware])
@@ -57,7 +58,9 @@ def build_app(
     for route, handler in routes.items():
         method, path = route.split(" ", 1)
         app.router.add_route(method, BASE_PATH + path, handler)
-    add_control_routes(app, state)
+    origin = origin or HlsOrigin(state)
+    add_output_routes(app, origin)
+    add_control_routes(app, state, origin)
     return app
 
 
@@ -88,7 +91,7 @@ class _Api:
         )
         status: int | None = None
         try:
-            if (route is not None and is_control_route(route)) or self.throttle.admit():
+            if (route is not None and (is_control_route(route) or is_output_route(route))) or self.throttle.admit():
                 response, entry.fault = await self._answer(request, handler, route, entry)
             else:  # over the server's rate: turned away before anything else is looked at
                 response = throttled_response(self.throttle)
@@ -108,13 +111,15 @@ class _Api:
     ) -> tuple[web.StreamResponse | None, Fault | None]:
         # Timers are also checked here, so a request never sees a session that should have ended already.
         self.state.tick()
-        fault = self.faults.pick(route, entry) if route is not None and not is_control_route(route) else None
+        # The control routes drive the test, and the HLS output stands for a CDN: API faults leave both alone.
+        special = route is not None and (is_control_route(route) or is_output_route(route))
+        fault = self.faults.pick(route, entry) if route is not None and not special else None
         if fault is not None and not fault.after:
             if fault.latency:
                 await asyncio.sleep(fault.latency)
             if fault.answers:
                 return _fault_response(fault), fault
-        response = await self._handle(request, handler)
+        response = await self._handle(request, handler, credentials=not is_output_route(route))
         if fault is not None and fault.after:
             if fault.latency:
                 await asyncio.sleep(fault.latency)
@@ -122,9 +127,10 @@ class _Api:
                 return _fault_response(fault), fault
         return response, fault
 
-    async def _handle(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def _handle(self, request: web.Request, handler: Handler, *, credentials: bool) -> web.StreamResponse:
         try:
-            self._authenticate(request)
+            if credentials:
+                self._authenticate(request)
             return await handler(request)
         except EmulatorError as exc:
             return error_response(exc.status, exc.message)

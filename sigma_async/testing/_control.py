@@ -14,6 +14,15 @@ standalone emulator (``sigma-async emulator``) is moved by one of these:
       POST /_emulator/sessions/KEY/restore     the signal comes back
 
   They answer 404 for an unknown key and 409 when the session cannot do that now (ended, already live, ...).
+
+- the playback control routes, authenticated the same way, misbehave on a channel's HLS output (``_hls``) until
+  resumed; each answers the output's state (``{"renditions": [{"name", "mediaSequence", "stalled",
+  "failing"}, ...], ...}``)::
+
+      POST /_emulator/channels/CHANNEL/playback/stall    [?rendition=720p]  hold one rendition (or all) still
+      POST /_emulator/channels/CHANNEL/playback/fail     ?rendition=720p[&status=404]  answer that status
+                                                         (rendition=master: the master playlist)
+      POST /_emulator/channels/CHANNEL/playback/resume   undo every stall and fail of the channel
 """
 
 from __future__ import annotations
@@ -26,11 +35,20 @@ from datetime import datetime, timedelta
 import msgspec
 from aiohttp import web
 
-from ._state import EmulatorState, SessionState
+from ._hls import HlsOrigin
+from ._state import EmulatorError, EmulatorState, SessionState
 
-__all__ = ["CONTROL_PATH", "CONTROL_ROUTES", "AutoPublisher", "add_control_routes", "is_control_route"]
+__all__ = [
+    "CONTROL_PATH",
+    "CONTROL_ROUTES",
+    "PLAYBACK_CONTROL_PATH",
+    "AutoPublisher",
+    "add_control_routes",
+    "is_control_route",
+]
 
 CONTROL_PATH = "/_emulator/sessions/{key}"
+PLAYBACK_CONTROL_PATH = "/_emulator/channels/{channel_id}/playback"
 #: What each control route does, by the last segment of its path.
 CONTROL_ROUTES: dict[str, Callable[[EmulatorState, str], SessionState]] = {
     "publish": EmulatorState.connect_publisher,
@@ -41,10 +59,13 @@ CONTROL_ROUTES: dict[str, Callable[[EmulatorState, str], SessionState]] = {
 _encoder = msgspec.json.Encoder()
 
 
-def add_control_routes(app: web.Application, state: EmulatorState) -> None:
+def add_control_routes(app: web.Application, state: EmulatorState, origin: HlsOrigin | None = None) -> None:
     """Serve the control routes on ``app``, whose middleware authenticates them as it does the API's."""
     for name, action in CONTROL_ROUTES.items():
         app.router.add_post(f"{CONTROL_PATH}/{name}", _handler(state, action))
+    if origin is not None:
+        for name in ("stall", "fail", "resume"):
+            app.router.add_post(f"{PLAYBACK_CONTROL_PATH}/{name}", _playback_handler(origin, name))
 
 
 def is_control_route(route: str) -> bool:
@@ -60,6 +81,27 @@ def _handler(
         # EmulatorError (404 unknown key, 409 wrong moment) becomes the API's error body in the middleware.
         session = action(state, request.match_info["key"])
         return web.Response(body=_encoder.encode(session.to_model()), content_type="application/json")
+
+    return handle
+
+
+def _playback_handler(origin: HlsOrigin, action: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handle(request: web.Request) -> web.Response:
+        channel_id = request.match_info["channel_id"]
+        rendition = request.query.get("rendition") or None
+        if action == "stall":
+            origin.stall(channel_id, rendition)
+        elif action == "resume":
+            origin.resume(channel_id)
+        else:
+            if rendition is None:
+                raise EmulatorError(400, "fail needs ?rendition=NAME (or master)")
+            try:
+                status = int(request.query.get("status", "404"))
+            except ValueError:
+                raise EmulatorError(400, "status must be a whole number") from None
+            origin.fail(channel_id, rendition, status)
+        return web.Response(body=_encoder.encode(origin.describe(channel_id)), content_type="application/json")
 
     return handle
 

@@ -18,6 +18,7 @@ from ._app import BASE_PATH, build_app
 from ._clock import Clock
 from ._control import AutoPublisher
 from ._faults import FaultPlan, Journal
+from ._hls import HlsOrigin
 from ._state import ChannelState, EmulatorState, SessionState
 from ._throttle import Throttle
 
@@ -80,6 +81,8 @@ class Emulator:
         if throttle is not None:
             self.throttling.set(throttle)
         self.journal = Journal(limit=journal_limit)
+        #: Each channel's HLS output at its ``liveStreamUrl`` (see ``stall_playback``).
+        self.hls = HlsOrigin(self.state)
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
         self._timers: asyncio.Task[None] | None = None
@@ -99,7 +102,7 @@ class Emulator:
         """Bind the port and serve; ``url`` is known from here on."""
         if self._runner is not None:
             raise RuntimeError("the emulator is already running")
-        app = build_app(self.state, self.faults, self.journal, self.credentials, self.throttling)
+        app = build_app(self.state, self.faults, self.journal, self.credentials, self.throttling, self.hls)
         # Handler cancellation lets a client that gives up on a slow (latency-faulted) answer free the server;
         # the short shutdown timeout keeps close() quick even then.
         runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.25, access_log=None)
@@ -254,6 +257,19 @@ class Emulator:
         """
         self.throttling.set(rate, burst=burst, retry_after=retry_after)
         return self.throttling
+
+    def stall_playback(self, channel_id: str, rendition: str | None = None) -> None:
+        """Hold the channel's HLS output still (one rendition, or all): its playlists stop advancing while the
+        API still says ``live``, as with a stuck transcoder. Until ``resume_playback``."""
+        self.hls.stall(channel_id, rendition)
+
+    def resume_playback(self, channel_id: str) -> None:
+        """Undo every ``stall_playback`` and ``fail_playback`` of the channel."""
+        self.hls.resume(channel_id)
+
+    def fail_playback(self, channel_id: str, rendition: str, status: int = 404) -> None:
+        """Answer ``status`` for one rendition's playlist (``"master"``: the master's) until ``resume_playback``."""
+        self.hls.fail(channel_id, rendition, status)
 
     def set_status(self, session_id: str, status: str) -> SessionState:
         """Set a session's status to any string, known to the SDK or not."""

@@ -59,6 +59,12 @@ control routes (authenticated like the API; KEY is a channel id, meaning its ope
   POST /_emulator/sessions/KEY/unpublish   the encoder goes away: the session ends after stopTimeout
   POST /_emulator/sessions/KEY/interrupt   the signal drops
   POST /_emulator/sessions/KEY/restore     the signal comes back
+
+each channel's HLS output is served at its liveStreamUrl (/manifest/CHANNEL/master.m3u8, no credentials);
+playback controls (authenticated too), until resume:
+  POST /_emulator/channels/CHANNEL/playback/stall[?rendition=720p]        hold one rendition (or all) still
+  POST /_emulator/channels/CHANNEL/playback/fail?rendition=720p&status=404  answer that status (or master)
+  POST /_emulator/channels/CHANNEL/playback/resume                          undo every stall and fail
 """
 
 

@@ -59,6 +59,8 @@ class EmulatorState:
         self.on_session_start: Callable[[SessionState], object] | None = None
         self.before_tick: Callable[[], object] | None = None
         self.next_scheduled: Callable[[], datetime | None] | None = None
+        #: Told whenever a session's publisher, signal or end changes: what its HLS output follows (``_hls``).
+        self.on_output_change: Callable[[SessionState], object] | None = None
         #: The app's events in written order, for listings without ``q`` (``poll="feed"``).
         self.event_index = EventIndex()
         #: Whether listings without ``q`` are served (off: they answer 400, as a server that does not has it).
@@ -178,6 +180,7 @@ class EmulatorState:
             self._set_status(session, Status.LIVE)
         session.signal_ok = True
         self._clear_deadline(session)
+        self._output_changed(session)
         return session
 
     def disconnect_publisher(self, key: str) -> SessionState:
@@ -188,6 +191,7 @@ class EmulatorState:
         session.publisher_connected = False
         if session.signal_ok:
             self._lose_signal(session)
+        self._output_changed(session)
         return session
 
     def interrupt_signal(self, key: str) -> SessionState:
@@ -196,6 +200,7 @@ class EmulatorState:
         if not session.publisher_connected or not session.signal_ok:
             raise EmulatorError(409, f"Session {session.id} has no signal to interrupt")
         self._lose_signal(session)
+        self._output_changed(session)
         return session
 
     def restore_signal(self, key: str) -> SessionState:
@@ -209,6 +214,7 @@ class EmulatorState:
         self._event(session, EventAction.SIGNAL_RESTORED, actor="system")
         self._set_status(session, Status.LIVE)
         self._clear_deadline(session)
+        self._output_changed(session)
         return session
 
     def add_event(
@@ -372,6 +378,11 @@ class EmulatorState:
         if channel.current_session_id == session.id:
             channel.current_session_id = None
         channel.updated_at = max(channel.updated_at, ended.created_at)
+        self._output_changed(session)
+
+    def _output_changed(self, session: SessionState) -> None:
+        if self.on_output_change is not None:
+            self.on_output_change(session)
 
     def _client_info(self, channel: ChannelState) -> ClientInfo:
         alphabet = string.ascii_lowercase + string.digits

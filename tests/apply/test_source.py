@@ -138,9 +138,10 @@ def _document(draw: st.DrawFn) -> tuple[str, dict[tuple[object, ...], int]]:
         for index, key in enumerate(draw(st.lists(_BARE, unique=True, max_size=4))):
             if draw(st.booleans()):
                 lines.append(draw(st.sampled_from(["", "# comment = 1", "   "])))
-            written = draw(st.sampled_from([key, f'"{key}.q"', f"d{index}.{key}"]))
+            # The dotted prefix has a capital: no bare key drawn above can collide with it.
+            written = draw(st.sampled_from([key, f'"{key}.q"', f"D{index}.{key}"]))
             parts: tuple[object, ...] = (
-                (f"{key}.q",) if written.startswith('"') else (f"d{index}", key) if "." in written else (key,)
+                (f"{key}.q",) if written.startswith('"') else (f"D{index}", key) if "." in written else (key,)
             )
             line = len(lines) + 1
             value, inner = draw(_value(line))

@@ -82,17 +82,17 @@ async def scripted_run(emu: Emulator, client: SigmaClient) -> list[Transition]:
     watch = Collector(client.watch_session(sid, interval=FAST))
     await watch.reach(emu, 1)  # initializing
     emu.set_status(sid, "live")
-    await watch.reach(emu, 2)
+    await watch.reach(emu, 3)  # started (being on air implies it), live
     emu.add_event(sid, "stable")
-    await watch.reach(emu, 3)
+    await watch.reach(emu, 4)
     emu.set_status(sid, "interrupted")
     emu.add_event(sid, "signal_interrupted")
-    await watch.reach(emu, 4)
-    emu.add_event(sid, "transcoder_rebalanced")
     await watch.reach(emu, 5)
+    emu.add_event(sid, "transcoder_rebalanced")
+    await watch.reach(emu, 6)
     emu.set_status(sid, "live")
     emu.add_event(sid, "signal_restored")
-    await watch.reach(emu, 6)
+    await watch.reach(emu, 7)
     emu.add_event(sid, "ended", message="Kênh đã kết thúc")
     emu.set_status(sid, "ended")
     return await watch.finish()
@@ -100,9 +100,11 @@ async def scripted_run(emu: Emulator, client: SigmaClient) -> list[Transition]:
 
 async def test_scripted_session_yields_each_kind_in_order(emu: Emulator, client: SigmaClient) -> None:
     got = await scripted_run(emu, client)
-    assert [t.kind for t in got] == ["initializing", "live", "stable", "interrupted", "unknown", "restored", "ended"]
-    assert isinstance(got[1], Live) and got[1].source == "status" and got[1].event is None
-    unknown = got[4]
+    assert [t.kind for t in got] == [
+        "initializing", "started", "live", "stable", "interrupted", "unknown", "restored", "ended",
+    ]  # fmt: skip
+    assert isinstance(got[2], Live) and got[2].source == "status" and got[2].event is None
+    unknown = got[5]
     assert isinstance(unknown, Unknown) and unknown.raw == "transcoder_rebalanced"
     ended = got[-1]
     assert isinstance(ended, Ended) and ended.event is not None and ended.event.message == "Kênh đã kết thúc"
@@ -349,12 +351,12 @@ async def test_removing_a_session_drops_what_it_left_in_the_buffer(emu: Emulator
     async with client.monitor(session_ids=sids, interval=FAST, stagger=False) as monitor:
         first = await monitor.__anext__()
         # Both watches have read everything into the buffer (a slow consumer): then one is removed.
-        await emu.wait_for(lambda: monitor._core.receive.statistics().current_buffer_used >= 40)
+        await emu.wait_for(lambda: len(monitor._engine._out) >= 40)
         monitor.remove_session(drop)
         after_removal = [t.session_id async for t in monitor]
     assert drop not in after_removal
-    # initializing, live (first seen on air), 20 stable, ended
-    assert after_removal.count(keep) == 23 - (first.session_id == keep)
+    # initializing, started and live (first seen on air), 20 stable, ended
+    assert after_removal.count(keep) == 24 - (first.session_id == keep)
 
 
 async def test_wait_for_and_watch_channel_leave_no_finaliser_behind(emu: Emulator, client: SigmaClient) -> None:

@@ -1,189 +1,76 @@
 """``poll="feed"``: one newest-first listing of the whole app's events per interval, routed to watched sessions.
 
 The vendor page documents event listings filtered by one session; the same listing without ``q`` is not
-documented, so a probe at start checks that the server answers it (200, a page, newest first).
+documented, so the feed's first read is a probe: it checks that the server answers it (200, a page, newest
+first). Only a definite answer refuses it; a 429, a 5xx or a dropped connection is retried like any read.
 """
 
 from __future__ import annotations
 
 import itertools
-import logging
-import random
-import time
-from collections.abc import AsyncGenerator
-from datetime import datetime, timezone
 from typing import Final
 
-import anyio
-
-from ..errors import SigmaError, WatchError
+from ..errors import APIStatusError, ResponseDecodeError, SigmaError, WatchError
 from ..models import Event, Page
-from ..transitions import Transition
-from ._api import WatchClient
-from ._plan import SessionPlan
-from ._reads import FAILED, FIRST_PAGE_SIZE, Outage, read_back
-from ._session import poll_session
-from ._tracker import ReadMark, SessionTracker, read_order
+from ._window import ReadWindow, written
 
-__all__ = ["DEFAULT_RESYNC", "Feed", "FeedRefused", "watch_fed_session"]
-
-logger = logging.getLogger("sigma_async")
+__all__ = ["DEFAULT_RESYNC", "FEED_PAGE_SIZE", "FeedRefused", "FeedView", "refuses_feed"]
 
 #: Seconds between a fed session's own full reads (status and events): the safety net for what the feed
 #: cannot show, such as a status that changes without an event.
 DEFAULT_RESYNC: Final = 300.0
+#: Events per page of the app-wide listing.
+FEED_PAGE_SIZE: Final = 100
+#: Event keys the feed keeps to tell what it has read: many passes' worth, a few megabytes at most.
+FEED_WINDOW_KEYS: Final = 50_000
 
 
 class FeedRefused(WatchError):
-    """The server does not serve app-wide event listings (the probe of ``poll="feed"`` failed)."""
+    """The server does not serve app-wide event listings: refused at the probe, or later."""
 
 
-class Inbox:
-    """Events the feed routed to one session, and a flag that wakes its watch."""
+def refuses_feed(exc: SigmaError) -> bool:
+    """True for a definite "no" to the app-wide listing (a client error, a body that is not a page); False for
+    what passes (429, 408, 5xx, connection failures), which is retried like any read."""
+    if isinstance(exc, ResponseDecodeError):
+        return True
+    if isinstance(exc, APIStatusError):
+        status = exc.status_code
+        return (400 <= status < 500 and status not in (401, 403, 408, 429)) or status in (501, 505)
+    return False
 
-    __slots__ = ("events", "wake")
+
+class FeedView:
+    """What the feed has read of the app-wide listing, and where each event goes."""
+
+    __slots__ = ("probed", "window")
 
     def __init__(self) -> None:
-        self.events: list[Event] = []
-        self.wake = anyio.Event()
+        self.window = ReadWindow(limit=FEED_WINDOW_KEYS)
+        self.probed = False
 
-    def put(self, events: list[Event]) -> None:
-        self.events.extend(events)
-        self.wake.set()
+    def ends_read(self, event: Event) -> bool:
+        """True if a read can stop after a page ending in this event: read on an earlier pass and written before
+        the newest event read (events sharing that instant may be listed in any order), or behind the window."""
+        window = self.window
+        if window.is_past(event):
+            return True
+        return window.mark is not None and written(event) < window.mark and window.knows(event)
 
-    def take(self) -> list[Event]:
-        events, self.events = self.events, []
-        self.wake = anyio.Event()
-        return events
-
-
-class Feed:
-    """Reads the app's newest events every interval and hands each watched session its own.
-
-    A session subscribes before its first full read, so that every event written after that read reaches it
-    through the feed; what both bring is dropped by its tracker.
-    """
-
-    def __init__(self, client: WatchClient, interval: float) -> None:
-        self.client = client
-        self.interval = interval
-        self.mark = ReadMark()
-        self.inboxes: dict[str, Inbox] = {}
-        self.polls = 0
-
-    def subscribe(self, session_id: str) -> Inbox:
-        return self.inboxes.setdefault(session_id, Inbox())
-
-    def unsubscribe(self, session_id: str) -> None:
-        self.inboxes.pop(session_id, None)
-
-    async def probe(self) -> None:
-        """Raise ``FeedRefused`` unless the server serves the app-wide listing, newest first."""
-        try:
-            page = await self.client.events.list_app(page=1, per_page=FIRST_PAGE_SIZE)
-        except SigmaError as exc:
-            raise FeedRefused(f"the server does not serve app-wide event listings ({exc})") from exc
-        stamps = [read_order(e)[0] for e in page.data]
+    def check_probe(self, page: Page[Event]) -> None:
+        """Raise ``FeedRefused`` unless the probe's page is newest first; note it as read."""
+        stamps = [written(e) for e in page.data]
         if any(a < b for a, b in itertools.pairwise(stamps)):
             raise FeedRefused("the server's app-wide event listing is not newest first")
         # History before the watch started is read by each session's own first read, not by the feed.
-        self.mark.note_all(page.data)
+        self.window.note_all(page.data)
+        self.probed = True
 
-    async def run(self, *, max_silence: float | None = None) -> None:
-        """Poll for ever, after ``probe``; transient failures back off (see ``Outage``)."""
-        outage = Outage("app-wide event feed", self.interval, max_silence)
-        # One poller: no jitter to spread, and a fixed beat, so that the time a read takes does not add to the
-        # lag of the next one.
-        due = time.monotonic()
-        while True:
-            due = max(due + self.interval, time.monotonic())
-            await anyio.sleep(max(0.0, due - time.monotonic()))  # behind the beat: read again at once
-            events = await outage.attempt(
-                lambda: read_back(self._fetch, self.mark.is_before, FIRST_PAGE_SIZE, "the feed")
-            )
-            if events is FAILED:
-                continue
-            self.polls += 1
-            self.route(events)
-
-    def route(self, events: list[Event]) -> None:
-        """Hand each watched session its events of this read (complete back to the feed's mark)."""
-        self.mark.note_all(events)
+    def take(self, events: list[Event]) -> dict[str, list[Event]]:
+        """Note a pass's events as read; each session's share of them."""
+        self.window.note_all(events)
         mine: dict[str, list[Event]] = {}
         for event in events:
-            if event.session_id is not None and event.session_id in self.inboxes:
+            if event.session_id is not None:
                 mine.setdefault(event.session_id, []).append(event)
-        for session_id, batch in mine.items():
-            self.inboxes[session_id].put(batch)
-
-    async def _fetch(self, page: int, per_page: int) -> Page[Event]:
-        return await self.client.events.list_app(page=page, per_page=per_page)
-
-
-async def watch_fed_session(
-    client: WatchClient,
-    tracker: SessionTracker,
-    feed: Feed,
-    *,
-    interval: float,
-    resync: float = DEFAULT_RESYNC,
-    max_silence: float | None = None,
-    first_delay: float = 0.0,
-) -> AsyncGenerator[Transition, None]:
-    """One session's transitions from the feed: a full read first and every ``resync`` seconds, the status read
-    only when an event announces a change, and after a terminal status one final events read an interval on."""
-    inbox = feed.subscribe(tracker.session_id)
-    outage = Outage(f"session {tracker.session_id}", interval, max_silence)
-    full = SessionPlan("full")
-    lean = SessionPlan("lean")
-    try:
-        if tracker.ended:
-            return
-        if first_delay > 0:
-            await anyio.sleep(first_delay)
-        next_resync = 0.0  # the first read is a full one
-        while True:
-            now = time.monotonic()
-            if tracker.awaiting_final_events:
-                await anyio.sleep(interval)
-                reads: tuple[str | None, list[Event], bool] | None = None
-            elif now >= next_resync:
-                reads = None
-            else:
-                with anyio.move_on_after(next_resync - now):
-                    await inbox.wake.wait()
-                if time.monotonic() < next_resync:
-                    events = inbox.take()
-                    fresh = [e for e in events if not tracker.is_seen(e)]
-                    if not fresh:
-                        continue
-                    status = None
-                    if lean.then_status(fresh, tracker.table):
-                        status = await _status(client, tracker, outage)
-                    reads = (status, events, status is not None)
-            if reads is None:
-                # A full read: the first, a resync, or the final read after a terminal status.
-                inbox.take()  # whatever the feed brought is in this read too (it subscribed before it)
-                full_reads = await outage.attempt(lambda: poll_session(client, tracker, full))
-                if full_reads is FAILED:
-                    continue
-                reads = full_reads
-                next_resync = time.monotonic() + resync * random.uniform(0.9, 1.1)
-            status, events, _ = reads
-            for transition in tracker.feed(status, events, datetime.now(timezone.utc)):
-                yield transition
-            if tracker.ended:
-                return
-    finally:
-        feed.unsubscribe(tracker.session_id)
-
-
-async def _status(client: WatchClient, tracker: SessionTracker, outage: Outage) -> str | None:
-    try:
-        status = (await client.sessions.status(tracker.session_id)).status
-    except SigmaError as exc:
-        outage.delay_after(exc)  # fatal errors raise; a transient one leaves the status to the next read
-        return None
-    outage.end()
-    return status
-
+        return mine

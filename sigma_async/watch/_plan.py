@@ -1,4 +1,16 @@
-"""Which reads the next poll of a session makes: pure planners, one per poll mode, tested without sockets."""
+"""Which reads a watched session's next poll makes, and when: pure planners, one rule set per poll mode.
+
+The scheduler does the I/O; these decide. A session is polled in one of three ways:
+
+- ``full``: its status and its events, every interval.
+- ``lean``: its events every interval (usually one small page saying nothing is new); its status on the first
+  poll, every poll until it is seen on air, on the poll after an event announced a status change, and at least
+  every ``status_every`` polls. A session reached only through a lean channel reads no status at all (its row in
+  the channel's sessions listing carries it, read every interval by the channel) and reads its events only when
+  that row moved, and at least every ``status_every`` intervals.
+- ``fed``: its events come from the app-wide feed; it reads its status when an event announces a change, its
+  events when a held step is due, and both on its first poll and every ``resync`` seconds.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +19,9 @@ from typing import Final, Literal, NamedTuple
 
 from ..models import Event
 from ._kinds import KindTable
+from ._tracker import SessionTracker
 
-__all__ = ["DEFAULT_STATUS_EVERY", "POLL_MODES", "PollMode", "ReadPlan", "SessionPlan", "check_poll_mode"]
+__all__ = ["DEFAULT_STATUS_EVERY", "POLL_MODES", "PollMode", "ReadPlan", "SessionPlan", "announces", "check_poll_mode"]
 
 PollMode = Literal["lean", "full", "feed", "auto"]
 POLL_MODES: Final = ("lean", "full", "feed", "auto")
@@ -17,52 +30,78 @@ POLL_MODES: Final = ("lean", "full", "feed", "auto")
 #: seen within this many intervals.
 DEFAULT_STATUS_EVERY: Final = 15
 
-# Event kinds that move a session's status: when one arrives, the status is read in the same poll.
+# Event kinds that move a session's status: when one arrives, the next poll reads the status too.
 _LIFECYCLE: Final = frozenset({"initializing", "started", "live", "stopped"})
+
+Mode = Literal["lean", "full", "fed"]
 
 
 class ReadPlan(NamedTuple):
+    """The reads of one poll. The status, when read, is always read first: what it shows is then never newer than
+    the events read after it."""
+
     status: bool
     events: bool
 
 
+NOTHING: Final = ReadPlan(status=False, events=False)
+
+
 class SessionPlan:
-    """The reads of each poll of one session.
+    """The reads of each poll of one watched session (see the module's docstring for the rules)."""
 
-    ``full`` reads the status and the events every poll. ``lean`` reads the events every poll (one request,
-    usually a page of nothing new) and the status only on the first poll, when a new event announces a status
-    change (initialize, start, stop: read in the same poll), and otherwise every ``status_every`` polls.
-    After a terminal status only the events are read, once, to end the stream.
-    """
+    __slots__ = ("announced", "by_row", "mode", "polls_since_events", "polls_since_status", "status_every")
 
-    def __init__(self, mode: Literal["lean", "full"], *, status_every: int = DEFAULT_STATUS_EVERY) -> None:
+    def __init__(self, mode: Mode, *, status_every: int = DEFAULT_STATUS_EVERY, by_row: bool = False) -> None:
         if status_every < 1:
             raise ValueError(f"status_every must be >= 1, got {status_every!r}")
-        self.mode = mode
+        self.mode: Mode = mode
         self.status_every = status_every
-        self._polls_since_status: int | None = None  # None: never read
+        #: Driven by a channel's listing: its row carries the status, so no status read of its own.
+        self.by_row = by_row
+        self.announced = False  # the last events announced a status change
+        self.polls_since_status: int | None = None  # None: never read
+        self.polls_since_events: int | None = None
 
-    def first_reads(self, awaiting_final_events: bool) -> ReadPlan:
-        """The reads that open the poll; ``then_status`` says whether the events read call for the status too."""
-        if awaiting_final_events:
+    def reads(self, tracker: SessionTracker, *, resync: bool = False) -> ReadPlan:
+        """The reads of the poll about to start; ``resync``: a fed session's own full read is due."""
+        if tracker.ended:
+            return NOTHING
+        final = tracker.awaiting_final_events or tracker.release_at is not None
+        if self.mode == "full":
+            return ReadPlan(status=not tracker.awaiting_final_events, events=True)
+        if self.mode == "fed":
+            first = self.polls_since_status is None
+            if first or resync:
+                return ReadPlan(status=not tracker.awaiting_final_events, events=True)
+            return ReadPlan(status=self.announced and not final, events=final)
+        if self.by_row:
+            # Polled only when its row moved, when a held step is due, and every status_every intervals.
             return ReadPlan(status=False, events=True)
-        due = (
-            self.mode == "full"
-            or self._polls_since_status is None
-            or self._polls_since_status + 1 >= self.status_every
+        status_due = (
+            self.polls_since_status is None
+            or not tracker.live
+            or self.announced
+            or self.polls_since_status + 1 >= self.status_every
         )
-        return ReadPlan(status=due, events=True)
+        return ReadPlan(status=status_due and not tracker.awaiting_final_events, events=True)
 
-    def then_status(self, fresh: Iterable[Event], table: KindTable) -> bool:
-        """After the events of a poll without a status read: whether they announce a status change."""
-        return any(table.kind_for_action(e.action) in _LIFECYCLE for e in fresh)
+    def polled(self, plan: ReadPlan, fresh: Iterable[Event], table: KindTable) -> None:
+        """Record a completed poll and the events that were new in it."""
+        if plan.status:
+            self.polls_since_status = 0
+        elif self.polls_since_status is not None:
+            self.polls_since_status += 1
+        if plan.events:
+            self.polls_since_events = 0
+        elif self.polls_since_events is not None:
+            self.polls_since_events += 1
+        self.announced = announces(fresh, table) or (self.announced and not plan.status)
 
-    def polled(self, read_status: bool) -> None:
-        """Record a completed poll."""
-        if read_status:
-            self._polls_since_status = 0
-        elif self._polls_since_status is not None:
-            self._polls_since_status += 1
+
+def announces(events: Iterable[Event], table: KindTable) -> bool:
+    """Whether these events announce a status change (initialize, start, stop, an on-air event)."""
+    return any(table.kind_for_action(e.action) in _LIFECYCLE for e in events)
 
 
 def check_poll_mode(poll: str, *, feed_allowed: bool) -> None:

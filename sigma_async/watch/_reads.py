@@ -1,18 +1,12 @@
-"""The reads a poll makes, and what a watch does when they fail: paging back to a mark, backing off, giving up."""
+"""The reads a poll makes, and how a watch treats their failures: paging back, backing off, giving up."""
 
 from __future__ import annotations
 
-import contextlib
-import enum
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable
-from typing import Final, TypeVar
+from typing import Final
 
-import anyio
-
-from .._observe import FailureBox, watching_failures
 from .._paging import STALE_PAGE_LIMIT
 from ..errors import (
     APIConnectionError,
@@ -24,25 +18,27 @@ from ..errors import (
     SigmaError,
     WatchError,
 )
-from ..models import Event, Page
+from ..models import Event, Page, Session
 from ._api import WatchClient
+from ._listing import ListingRead
 from ._tracker import SessionTracker
 
 __all__ = [
-    "FAILED",
     "FIRST_PAGE_SIZE",
     "INCREMENTAL_PAGE_SIZE",
-    "Failed",
+    "MAX_BACKOFF",
     "IncompleteRead",
-    "Outage",
+    "backoff_delay",
+    "describe",
     "is_fatal",
+    "read_back",
+    "read_listing",
     "read_new_events",
 ]
 
 logger = logging.getLogger("sigma_async")
 
 _Fetch = Callable[[int, int], Awaitable[Page[Event]]]
-_Before = Callable[[Event], bool]
 
 #: Events per page on the first read of a session (its whole history, usually), and of any long backlog.
 FIRST_PAGE_SIZE: Final = 100
@@ -59,28 +55,26 @@ class IncompleteRead(SigmaError):
 
 
 async def read_new_events(client: WatchClient, tracker: SessionTracker) -> list[Event]:
-    """Every event of the session written at or after ``tracker.mark``, newest first, page by page.
-
-    The listing is sorted by ``updatedAt``, newest first: the first event written before the mark ends the read.
-    A long backlog is read on in pages of ``FIRST_PAGE_SIZE`` once the small pages reach a boundary of those.
-    """
+    """The session's events newest first, page by page, down to the first page that ends in one read before."""
     session_id = tracker.session_id
     per_page = FIRST_PAGE_SIZE if tracker.mark is None else INCREMENTAL_PAGE_SIZE
     return await read_back(
         lambda page, size: client.events.list(session_id, page=page, per_page=size),
-        tracker.is_read_before,
+        tracker.ends_read,
         per_page,
         f"session {session_id}",
     )
 
 
-async def read_back(
-    fetch: _Fetch,
-    is_read_before: _Before,
-    per_page: int,
-    what: str,
-) -> list[Event]:
-    """Pages of a newest-first listing until an event read before, a short page or the server's ``total``."""
+async def read_back(fetch: _Fetch, ends_read: Callable[[Event], bool], per_page: int, what: str) -> list[Event]:
+    """Pages of a newest-first listing until one that ends in an event read before, a short page or ``total``.
+
+    A page is read whole, never cut at the first event read before: an event listed late or out of order sits
+    among events already read, and is found on that page. A page that ends in an event still unread may have
+    more below it, so the read goes on. Events seen on an earlier page of the same read (pages shift down while
+    events are written) are expected; only pages that bring nothing new, several in a row, mean a server that
+    repeats itself.
+    """
     found: dict[str, Event] = {}
     stale = 0
     page_number = 1
@@ -88,16 +82,14 @@ async def read_back(
         page = await fetch(page_number, per_page)
         fresh = 0
         for event in page.data:
-            if is_read_before(event):
-                return list(found.values())
             if event.id not in found:
                 found[event.id] = event
                 fresh += 1
         served = _served(page, per_page)
         if len(page.data) < served or (page.total is not None and page_number * served >= page.total):
             return list(found.values())
-        # A page of nothing new is a page shifted down by events written since page 1 (go on), or a server
-        # repeating itself (give up after a few). Stopping at the first would skip the unread events below it.
+        if ends_read(page.data[-1]):
+            return list(found.values())
         stale = stale + 1 if fresh == 0 else 0
         if stale >= STALE_PAGE_LIMIT:
             raise IncompleteRead(f"{what}: the events listing repeats the same page")
@@ -107,6 +99,16 @@ async def read_back(
             page_number = (page_number - 1) * per_page // FIRST_PAGE_SIZE + 1
             per_page = FIRST_PAGE_SIZE
     raise IncompleteRead(f"{what}: more than {MAX_PAGES_PER_POLL} pages of new events in one poll")
+
+
+async def read_listing(client: WatchClient, read: ListingRead) -> ListingRead:
+    """Page a channel's sessions listing until ``read`` has what it needs."""
+    channel_id = read.view.channel_id
+    while not read.done:
+        page_number, per_page = read.next_page()
+        page: Page[Session] = await client.sessions.list(channel_id, page=page_number, per_page=per_page)
+        read.take(page)
+    return read
 
 
 def _served(page: Page[Event], asked: int) -> int:
@@ -124,84 +126,10 @@ def is_fatal(exc: SigmaError) -> bool:
     )
 
 
-class Failed(enum.Enum):
-    """What ``Outage.attempt`` returns for a poll that failed and should be made again."""
-
-    FAILED = "failed"
-
-
-FAILED: Final = Failed.FAILED
-T = TypeVar("T")
-
-
-class Outage:
-    """Failures in a row and the time since the last good answer: when to poll again, or when to give up."""
-
-    def __init__(self, what: str, interval: float, max_silence: float | None) -> None:
-        self.what = what
-        self.interval = interval
-        self.max_silence = max_silence
-        self.failures = 0
-        self.last_ok = time.monotonic()
-        self.last_error: SigmaError | None = None
-
-    def end(self) -> None:
-        self.failures = 0
-        self.last_ok = time.monotonic()
-        self.last_error = None
-
-    def time_left(self) -> float | None:
-        """Seconds the next poll may take before the silence is too long (None: no limit)."""
-        if self.max_silence is None:
-            return None
-        return max(0.0, self.max_silence - (time.monotonic() - self.last_ok))
-
-    def silence(self, in_flight: SigmaError | None = None) -> WatchError:
-        """The error that ends the watch; ``in_flight`` is the last failure of a poll cut short by the deadline."""
-        silent = time.monotonic() - self.last_ok
-        last = in_flight or self.last_error
-        why = f" (last: {describe(last)})" if last else " (no answer within the time)"
-        error = WatchError(f"{self.what}: no good answer from the server for {silent:.1f}s{why}")
-        error.__cause__ = last
-        return error
-
-    async def attempt(self, poll: Callable[[], Awaitable[T]]) -> T | Failed:
-        """One poll under this policy: its result; or ``FAILED`` once the back-off after a transient failure has
-        passed (poll again). Raises a fatal error at once, and ``WatchError`` once ``max_silence`` has passed,
-        even in the middle of a poll the client is still retrying (the error names what it last met)."""
-        box = FailureBox()
-        left = self.time_left()
-        # No deadline is the usual case, and this is every poll's path: a cancel scope costs more than the rest.
-        deadline = anyio.move_on_after(left) if left is not None else None
-        with deadline if deadline is not None else contextlib.nullcontext():
-            token = watching_failures.set(box)
-            try:
-                result = await poll()
-            except SigmaError as exc:
-                await anyio.sleep(self.delay_after(exc))
-                return FAILED
-            finally:
-                watching_failures.reset(token)
-        if deadline is not None and deadline.cancelled_caught:
-            raise self.silence(box.last)
-        self.end()
-        return result
-
-    def delay_after(self, exc: SigmaError) -> float:
-        """Seconds to wait before the next poll; raises ``exc`` if fatal, ``WatchError`` past ``max_silence``."""
-        if is_fatal(exc):
-            raise exc
-        self.failures += 1
-        self.last_error = exc
-        left = self.time_left()
-        if left is not None and left <= 0:
-            raise self.silence()
-        # Exponential from the interval, half-jittered, capped: a struggling server is not hammered in step.
-        delay = min(MAX_BACKOFF, self.interval * 2.0 ** min(self.failures, 10)) * random.uniform(0.5, 1.0)
-        if left is not None:
-            delay = min(delay, left + 0.001)  # wake in time to give up on schedule
-        logger.info("watch %s: %s; polling again in %.2fs", self.what, describe(exc), delay)
-        return delay
+def backoff_delay(interval: float, failures: int) -> float:
+    """Seconds before the next poll after ``failures`` transient failures in a row: exponential from the
+    interval, half-jittered, capped, so that a struggling server is not hammered in step."""
+    return min(MAX_BACKOFF, interval * 2.0 ** min(failures, 10)) * random.uniform(0.5, 1.0)
 
 
 def describe(exc: BaseException) -> str:
@@ -210,4 +138,3 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, (APIConnectionError, ResponseDecodeError)):
         return type(exc).__name__
     return str(exc)
-

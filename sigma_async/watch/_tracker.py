@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterable
-from datetime import datetime
-from typing import Literal
-
-import msgspec
+from datetime import datetime, timedelta
+from typing import Final, Literal
 
 from ..models import Event
 from ..transitions import TRANSITION_TYPES, Transition, Unknown
-from ._kinds import DEFAULT_TABLE, KINDS, KindTable, normalise
+from ._cursor import CURSOR_VERSION, MAX_CURSOR_KEYS, Cursor, decode_cursor, encode_cursor
+from ._kinds import DEFAULT_TABLE, KindTable, normalise
+from ._window import ReadWindow, event_key, read_order, written
 
-__all__ = ["ReadMark", "SessionTracker", "read_order"]
+__all__ = ["DEFAULT_HOLD", "LIFECYCLE_KINDS", "SessionTracker"]
+
+#: Seconds a status step read before its event waits for that event (see ``SessionTracker``).
+DEFAULT_HOLD: Final = 1.0
 
 
 class SessionTracker:
@@ -22,30 +23,39 @@ class SessionTracker:
 
     A session has two dimensions, reported side by side and never folded into one:
 
-    - its **status**, the lifecycle ``initializing → started → live → stopped → ended``, read from the status
-      field and from lifecycle events (``initialize``, ``start``, ``stop``, ``ended``). Each step is yielded
-      at most once and only forwards. ``Live`` is yielded once, when the session is first seen on air (its
-      status, any signal event, or ``startedAt``), always before the first signal transition.
+    - its **status**, the lifecycle ``initializing → started → live → stopped → ended``. Each step is yielded
+      once, only forwards, whatever shows it first: the status read, the step's own event (``initialize``,
+      ``start``, ``stop``, ``ended``, an on-air event), or ``startedAt``. Its ``id`` is the session and the state
+      reached, so it is the same whichever source came first. Being on air implies the earlier steps: ``Live``
+      brings ``Initializing`` and ``Started`` before it if they were not seen (their events may be listed a
+      moment after the status), and any step brings ``Initializing``. A lifecycle event read after its step was
+      reported is that step, not a new transition. ``Live`` comes once, before the first signal transition.
     - its **signal**, from events only: ``stable``, ``signal_interrupted`` → ``interrupted``,
       ``signal_restored`` → ``restored``. A signal event never changes the status stream, and a status never
       hides an event.
 
-    One poll is one call, ``feed(status, events, at)``: the status read (``None`` if it was not read), every
-    event the listing holds with ``updatedAt`` at or after ``mark`` (any order; duplicates and events already
-    yielded are dropped) and the time of the poll. No I/O, no clock. Every event is yielded exactly once, in
-    the order it was written (``updatedAt``, then id): one written late with an old ``createdAt`` comes when
-    first seen; one whose ``updatedAt`` is bumped by an edit is not yielded again, and after one read it is
-    below ``mark`` so pollers stop reading it.
+    One poll is one call, ``feed(status, events, at)``: the status read (``None`` if it was not read), the events
+    a newest-first read found (any order; duplicates and events already yielded are dropped) and the time of the
+    poll. No I/O, no clock. Every signal and unknown event is yielded exactly once, in the order it was written
+    (``updatedAt``, then id); one listed late, out of order, or after the server's clock stepped back is yielded
+    when it is first listed, if it lies within ``LATE_WINDOW`` of the newest event read (see ``ReadWindow``).
+    An event whose ``updatedAt`` is bumped by an edit is not yielded again.
 
-    Terminal status: a status of ``ended`` with no ``ended`` event yet sets ``awaiting_final_events``. Read the
-    events once more about one interval later and feed them (status ``None``): that call ends the stream, with
-    the server's ``ended`` event if it has come, else with an ``Ended`` from the status.
+    Holds: a status that shows a stop, or the end, before its event is listed waits ``hold`` seconds (the
+    pollers pass most of an interval) for that event, so that the step comes at the event's place among the
+    signal events whatever the poll timing. ``release_at`` says when a poll can release it; ``Ended`` from the
+    status alone comes from the first ``feed`` at least ``hold`` after the terminal status was read
+    (``awaiting_final_events``: read the events once more then), carrying the server's ``ended`` event if it
+    has come by then.
 
     Resuming: every transition's ``cursor`` (and ``tracker.cursor`` between polls) encodes the position right
-    after it; ``SessionTracker(session_id, since=cursor)`` carries on from there. A cursor keeps the ids of at
-    most ``MAX_CURSOR_IDS`` events sharing the newest timestamp: past that (a burst no real server writes in
-    one millisecond) resuming may repeat some of them, with the same ``Transition.id``, never skip one.
+    after it; ``SessionTracker(session_id, since=cursor)`` carries on from there.
     """
+
+    __slots__ = (
+        "_held_stop", "_last_kind", "_live", "_pending_end", "_rank", "_signal", "_status", "_unknown_statuses",
+        "_window", "_yielded", "channel_id", "created_at", "hold", "session_id", "table",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -54,13 +64,19 @@ class SessionTracker:
         channel_id: str | None = None,
         since: str | None = None,
         table: KindTable = DEFAULT_TABLE,
+        hold: float = DEFAULT_HOLD,
+        created_at: datetime | None = None,
     ) -> None:
+        if not hold >= 0:
+            raise ValueError(f"hold must be >= 0 seconds, got {hold!r}")
         self.session_id = session_id
         self.channel_id = channel_id
+        self.created_at = created_at
         self.table = table
-        self._read = ReadMark()
-        # Every event yielded here (hashes of ids: small, and only compared in this process). It is what keeps an
-        # edited event, whose updatedAt moves past the mark, from being yielded twice.
+        self.hold = timedelta(seconds=hold)
+        self._window = ReadWindow()
+        # Keys of every event taken in (yielded, or taken as its step): what keeps an edited event, whose
+        # updatedAt moves it back to the top of the listing long after, from being yielded twice.
         self._yielded: set[int] = set()
         self._rank = -1  # lifecycle position reached (see _POSITION)
         self._live = False  # Live yielded
@@ -68,7 +84,8 @@ class SessionTracker:
         self._status: str | None = None  # the last status read, normalised
         self._unknown_statuses = 0
         self._last_kind: str | None = None
-        self._pending_end_at: datetime | None = None
+        self._pending_end: datetime | None = None  # a terminal status read then, held for the final events read
+        self._held_stop: datetime | None = None  # a stop read from the status then, held for its event
         if since is not None:
             self._restore(decode_cursor(since, session_id))
 
@@ -85,9 +102,14 @@ class SessionTracker:
         return self._signal
 
     @property
+    def live(self) -> bool:
+        """True once ``Live`` was yielded: the session was seen on air."""
+        return self._live
+
+    @property
     def mark(self) -> datetime | None:
-        """``updatedAt`` of the newest event read. A newest-first read can stop at the first event before it."""
-        return self._read.at
+        """``updatedAt`` of the newest event read (None before any)."""
+        return self._window.mark
 
     @property
     def ended(self) -> bool:
@@ -96,24 +118,36 @@ class SessionTracker:
 
     @property
     def awaiting_final_events(self) -> bool:
-        """True after a terminal status: read the events once more and feed them; that ``feed`` ends the stream."""
-        return self._pending_end_at is not None and not self.ended
+        """True after a terminal status: read the events once more, ``hold`` on; that ``feed`` ends the stream."""
+        return self._pending_end is not None and not self.ended
+
+    @property
+    def release_at(self) -> datetime | None:
+        """When a ``feed`` can release a held step (a stop or the end read from the status); None if none is held."""
+        held = [t for t in (self._pending_end, self._held_stop) if t is not None]
+        return min(held) + self.hold if held and not self.ended else None
 
     @property
     def cursor(self) -> str:
         """The position right now; ``since=`` it resumes here."""
         return encode_cursor(self._snapshot())
 
-    def is_read_before(self, event: Event) -> bool:
-        """True if a newest-first read can stop at this event: it was written before the newest one read.
+    def knows(self, event: Event) -> bool:
+        """True if this event was taken in before, or lies behind the window: a read has nothing new in it."""
+        return event_key(event.id) in self._yielded or self._window.is_past(event)
 
-        Events of that very instant are not "before": one may have been written after the last read.
-        """
-        return self._read.is_before(event)
+    def ends_read(self, event: Event) -> bool:
+        """True if a newest-first read can stop after a page that ends in this event: one taken in before and
+        written before the newest read (events sharing that instant may be listed in any order), or one behind
+        the window."""
+        window = self._window
+        if window.is_past(event):
+            return True
+        return window.mark is not None and written(event) < window.mark and event_key(event.id) in self._yielded
 
     def is_seen(self, event: Event) -> bool:
-        """True if this event was yielded already or read before."""
-        return hash(event.id) in self._yielded or self._read.has_read(event)
+        """True if this event would not be yielded: taken in before, or behind the late window."""
+        return self.knows(event)
 
     # -- one poll -----------------------------------------------------------------------------------------------
 
@@ -127,17 +161,10 @@ class SessionTracker:
         read: dict[str, Event] = {}
         for event in events:
             read.setdefault(event.id, event)
-        fresh = sorted((e for e in read.values() if not self.is_seen(e)), key=read_order)
-        out: list[Transition] = []
-        if self._pending_end_at is not None:  # the final read after a terminal status
-            self._emit_poll(out, fresh, [], None, at)
-            if not self.ended:
-                out.append(self._emit_status("ended", self._pending_end_at))
-            self._read.note_all(read.values())
-            return out
-        steps: list[tuple[int, str, datetime]] = []  # lifecycle steps the status or the evidence show
+        fresh = sorted((e for e in read.values() if not self.knows(e)), key=read_order)
+        steps: list[tuple[int, str, datetime]] = []  # steps the status, startedAt or a released hold show
         unknown_status: str | None = None
-        hold_end = False
+        terminal = stop_shown = False
         if status is not None:
             normalised = normalise(status)
             kind = self.table.kind_for_status(status)
@@ -148,25 +175,30 @@ class SessionTracker:
             else:
                 self._status = normalised
                 if kind == "ended":
-                    hold_end = not any(self.table.kind_for_action(e.action) == "ended" for e in fresh)
+                    terminal = True
+                elif kind == "stopped":
+                    stop_shown = True
                 elif kind in _ON_AIR:
-                    steps.append((_LIVE_POSITION, "live", at))
+                    steps.append((_LIVE, "live", at))
                 else:
                     steps.append((_POSITION[kind], kind, at))
-        if not self._live:
-            on_air = next((e for e in fresh if self.table.kind_for_action(e.action) in _ON_AIR), None)
-            if started_at is not None or on_air is not None:
-                # The earliest evidence dates it: the same history gives the same Live whatever the poll timing.
-                when = started_at or (on_air.created_at if on_air is not None else at)
-                # An on-air event needs Live before it even past a stopped status: hence its own kind of step.
-                steps = [s for s in steps if s[1] != "live"] + [(_LIVE_POSITION, _SEEN_ON_AIR, when)]
-        self._emit_poll(out, fresh, sorted(steps), unknown_status, at)
-        # The read was complete down to the old mark, so everything read counts as read, yielded or not: an
-        # edited event is read once, not on every poll.
-        self._read.note_all(read.values())
-        if hold_end and not self.ended:
-            # Set only now, so that the cursors of this poll's transitions replay the terminal status on resume.
-            self._pending_end_at = at
+        if started_at is not None:
+            # The earliest evidence dates Live: startedAt, not the poll that happened to read a live status.
+            steps = [s for s in steps if s[1] != "live"] + [(_LIVE, _SEEN_ON_AIR, started_at)]
+        if self._held_stop is not None and at - self._held_stop >= self.hold:
+            steps.append((_STOPPED, "stopped", self._held_stop))
+        ending = self._pending_end is not None and at - self._pending_end >= self.hold
+        out: list[Transition] = []
+        self._emit_poll(out, fresh, sorted(steps), unknown_status, at, ending)
+        self._window.note_all(read.values())
+        # Set only now, so that the cursors of this poll's transitions replay the status on resume.
+        if not self.ended:
+            if terminal and self._pending_end is None:
+                self._pending_end = at
+            if stop_shown and self._rank < _STOPPED and self._held_stop is None:
+                self._held_stop = at
+        if self._rank >= _STOPPED:
+            self._held_stop = None
         return out
 
     # -- helpers --------------------------------------------------------------------------------------------
@@ -178,51 +210,73 @@ class SessionTracker:
         steps: list[tuple[int, str, datetime]],
         unknown: str | None,
         at: datetime,
+        ending: bool,
     ) -> None:
-        """This poll's transitions: events in written order, each status step just before the first event that
-        lies after it in the lifecycle, an unknown status after them, and an ``ended`` event last of all."""
+        """This poll's transitions: events in written order, each step shown otherwise just before the first event
+        that lies after it in the lifecycle, an unknown status after them, and the end last of all."""
         final: Event | None = None
         for event in fresh:
             kind = self.table.kind_for_action(event.action)
             if kind == "ended":
                 if final is None:
                     final = event
-                    continue
-                kind = "unknown"  # Ended is yielded once; a second "ended" event still reaches the user
+                else:
+                    self._take(event)  # a second "ended" event: the step comes once
+                continue
             position = _POSITION.get(kind)
             if position is not None:
                 self._emit_steps(out, steps, before=position)
-            out.append(self._emit_event(kind, event))
+            if kind in _SIGNALS:
+                if not self._live:
+                    self._reach(out, "live", event.created_at, None)  # on air: Live before the first signal
+                out.append(self._emit(kind, "event", event.created_at, event, event.action))
+            elif kind == "unknown":
+                out.append(self._emit("unknown", "event", event.created_at, event, event.action))
+            else:
+                if self._is_open(kind, from_status=False):
+                    self._reach(out, kind, event.created_at, event)
+                self._take(event)
         self._emit_steps(out, steps, before=_POSITION["ended"])
         if unknown is not None:
             self._unknown_statuses += 1
             self._status = normalise(unknown)
             out.append(self._emit("unknown", "status", at, None, unknown))
-        if final is not None:
-            self._remember(final)
-            out.append(self._emit("ended", "event", final.created_at, final, final.action))
+        if final is not None or ending:
+            if self._held_stop is not None and self._rank < _STOPPED:
+                self._reach(out, "stopped", self._held_stop, None)  # it was seen; its event never came
+            if final is not None:
+                self._take(final)
+                self._reach(out, "ended", final.created_at, final)
+            else:
+                assert self._pending_end is not None
+                self._reach(out, "ended", self._pending_end, None)
 
     def _emit_steps(self, out: list[Transition], steps: list[tuple[int, str, datetime]], *, before: int) -> None:
         while steps and steps[0][0] < before:
-            position, kind, when = steps.pop(0)
-            if kind == _SEEN_ON_AIR or (kind == "live" and self._rank < _POSITION["stopped"]):
+            _, kind, when = steps.pop(0)
+            if kind == _SEEN_ON_AIR:
                 if not self._live:
-                    out.append(self._emit_status("live", when))
-            elif position > self._rank:
-                out.append(self._emit_status(kind, when))
+                    self._reach(out, "live", when, None)
+            elif self._is_open(kind, from_status=True):
+                self._reach(out, kind, when, None)
 
-    def _emit_status(self, kind: str, at: datetime) -> Transition:
-        return self._emit(kind, "status", at, None, kind)
+    def _is_open(self, kind: str, *, from_status: bool) -> bool:
+        """Whether reaching this step now is news: each step once, and only forwards."""
+        if kind == "live":
+            # An on-air event shows Live even past a stop; a "live" status then is only a status lagging behind.
+            return not self._live and (not from_status or self._rank < _STOPPED)
+        return _POSITION[kind] > self._rank
 
-    def _emit_event(self, kind: str, event: Event) -> Transition:
-        self._remember(event)
-        if kind == "live" and self._live:
-            kind = "unknown"  # Live is yielded once; a second "on air" event still reaches the user, as itself
-        return self._emit(kind, "event", event.created_at, event, event.action)
+    def _reach(self, out: list[Transition], kind: str, when: datetime, event: Event | None) -> None:
+        """Yield a lifecycle step, with the steps being there implies: opened first, and started if on air."""
+        if kind != "initializing" and self._rank < _POSITION["initializing"]:
+            out.append(self._emit("initializing", "status", when, None, "initializing"))
+        if kind == "live" and self._rank < _POSITION["started"]:
+            out.append(self._emit("started", "status", when, None, "started"))
+        out.append(self._emit(kind, "event" if event is not None else "status", when, event, kind))
 
-    def _remember(self, event: Event) -> None:
-        self._yielded.add(hash(event.id))
-        self._read.note(event)
+    def _take(self, event: Event) -> None:
+        self._yielded.add(event_key(event.id))
 
     def _emit(
         self, kind: str, source: Literal["status", "event"], at: datetime, event: Event | None, raw: str
@@ -234,11 +288,14 @@ class SessionTracker:
         elif kind in _SIGNALS:
             self._signal = kind
         if event is not None:
-            ident = f"{self.session_id}/event/{event.id}"
-        elif kind == "unknown":
-            ident = f"{self.session_id}/status/unknown/{self._unknown_statuses}"
-        else:
+            self._yielded.add(event_key(event.id))
+            self._window.note(event)
+        if kind in LIFECYCLE_KINDS:
             ident = f"{self.session_id}/status/{kind}"
+        elif event is not None:
+            ident = f"{self.session_id}/event/{event.id}"
+        else:
+            ident = f"{self.session_id}/status/unknown/{self._unknown_statuses}"
         cursor = self.cursor
         if kind == "unknown":
             return Unknown(
@@ -250,118 +307,40 @@ class SessionTracker:
             previous=previous, cursor=cursor, id=ident,
         )  # fmt: skip
 
-    def _snapshot(self) -> _Cursor:
-        ids = sorted(self._read.ids)
-        return _Cursor(
-            v=_CURSOR_VERSION, s=self.session_id, m=self._read.at, i=ids[-MAX_CURSOR_IDS:], r=self._rank,
-            lv=self._live, g=self._signal, st=self._status, n=self._unknown_statuses, k=self._last_kind,
-            e=self._pending_end_at,
+    def _snapshot(self) -> Cursor:
+        return Cursor(
+            v=CURSOR_VERSION, s=self.session_id, c=self.channel_id, ca=self.created_at, m=self._window.mark,
+            i=sorted(key for key, _ in self._window.newest_keys(MAX_CURSOR_KEYS)), r=self._rank, lv=self._live,
+            g=self._signal, st=self._status, n=self._unknown_statuses, k=self._last_kind, e=self._pending_end,
+            h=self._held_stop,
         )  # fmt: skip
 
-    def _restore(self, c: _Cursor) -> None:
-        self._read.at, self._read.ids, self._rank, self._live = c.m, set(c.i), c.r, c.lv
-        self._signal, self._status, self._unknown_statuses = c.g, c.st, c.n
-        self._last_kind, self._pending_end_at = c.k, c.e
+    def _restore(self, c: Cursor) -> None:
+        if c.m is not None:
+            for key in c.i:
+                self._window.note_key(key, c.m)
+        self._yielded = set(c.i)
+        if self.channel_id is None:
+            self.channel_id = c.c
+        if self.created_at is None:
+            self.created_at = c.ca
+        self._rank, self._live, self._signal, self._status = c.r, c.lv, c.g, c.st
+        self._unknown_statuses, self._last_kind, self._pending_end, self._held_stop = c.n, c.k, c.e, c.h
 
 
-class ReadMark:
-    """How far back a newest-first read has gone: ``updatedAt`` of the newest event read, and the ids read at it.
-
-    Events of exactly that instant are not taken as read unless their id was: one may be written after a read in
-    the same millisecond.
-    """
-
-    __slots__ = ("at", "ids")
-
-    def __init__(self) -> None:
-        self.at: datetime | None = None
-        self.ids: set[str] = set()
-
-    def is_before(self, event: Event) -> bool:
-        """True if the event was written before the mark: a newest-first read can stop there."""
-        return self.at is not None and read_order(event)[0] < self.at
-
-    def has_read(self, event: Event) -> bool:
-        written = read_order(event)[0]
-        return self.at is not None and (written < self.at or (written == self.at and event.id in self.ids))
-
-    def note(self, event: Event) -> None:
-        written = read_order(event)[0]
-        if self.at is None or written > self.at:
-            self.at, self.ids = written, {event.id}
-        elif written == self.at:
-            self.ids.add(event.id)
-
-    def note_all(self, events: Iterable[Event]) -> None:
-        for event in events:
-            self.note(event)
-
-
-def read_order(event: Event) -> tuple[datetime, str]:
-    """Where an event stands in the order it was written: ``updatedAt`` (``createdAt`` if absent), then id."""
-    return (event.updated_at or event.created_at, event.id)
-
+#: The status dimension's kinds: each is yielded once per session, its id the session and the state reached.
+LIFECYCLE_KINDS: Final = frozenset({"initializing", "started", "live", "stopped", "ended"})
 
 # Where each kind stands in a session's lifecycle. Signal kinds stand just after live: they need Live first.
 _POSITION: dict[str, int] = {
     "initializing": 0, "started": 2, "live": 4, "stable": 5, "interrupted": 5, "restored": 5, "stopped": 6,
     "ended": 8,
 }  # fmt: skip
-_LIVE_POSITION = _POSITION["live"]
+_LIVE: Final = _POSITION["live"]
+_STOPPED: Final = _POSITION["stopped"]
 _KIND_AT = {0: "initializing", 2: "started", 4: "live", 5: "live", 6: "stopped", 8: "ended"}
-_SIGNALS = frozenset({"stable", "interrupted", "restored"})
+_SIGNALS: Final = frozenset({"stable", "interrupted", "restored"})
 # Statuses and event kinds that show the session on air.
-_ON_AIR = _SIGNALS | {"live"}
-# A Live step shown by an event or startedAt rather than by the status.
-_SEEN_ON_AIR = "live (seen on air)"
-
-#: Ids sharing the newest timestamp that a cursor keeps (see ``SessionTracker``).
-MAX_CURSOR_IDS = 128
-_CURSOR_VERSION = 2
-
-
-class _Cursor(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
-    """What a cursor encodes; short keys keep it short."""
-
-    v: int
-    s: str  # session id
-    m: datetime | None = None  # mark: updatedAt of the newest event read
-    i: list[str] = msgspec.field(default_factory=list)  # ids read at exactly m
-    r: int = -1  # lifecycle position reached
-    lv: bool = False  # Live yielded
-    g: str | None = None  # last signal kind
-    st: str | None = None  # last status read, normalised
-    n: int = 0  # unknown statuses yielded
-    k: str | None = None  # kind of the last transition
-    e: datetime | None = None  # terminal status read at this time, final events read pending
-
-
-_cursor_decoder = msgspec.json.Decoder(_Cursor)
-
-
-def encode_cursor(c: _Cursor) -> str:
-    return base64.urlsafe_b64encode(msgspec.json.encode(c)).rstrip(b"=").decode("ascii")
-
-
-def decode_cursor(cursor: str, session_id: str) -> _Cursor:
-    """The cursor's content; ``ValueError`` naming the problem if it is not one of this session's cursors."""
-    if not isinstance(cursor, str):
-        raise ValueError(f"a watch cursor is a str (a Transition.cursor), not {type(cursor).__name__}")
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        c = _cursor_decoder.decode(raw)
-    except (binascii.Error, ValueError, msgspec.DecodeError, RecursionError) as exc:
-        raise ValueError(f"not a watch cursor (pass a Transition.cursor unchanged): {cursor[:40]!r}") from exc
-    if c.v != _CURSOR_VERSION:
-        raise ValueError(f"watch cursor of version {c.v}, this sigma-async reads version {_CURSOR_VERSION}")
-    if c.s != session_id:
-        raise ValueError(f"watch cursor belongs to session {c.s!r}, not {session_id!r}")
-    if (c.k is not None and c.k not in KINDS) or (c.g is not None and c.g not in _SIGNALS):
-        raise ValueError(f"watch cursor names an unknown kind: {c.k!r}, {c.g!r}")
-    if c.r not in (-1, *_POSITION.values()) or c.n < 0:
-        raise ValueError("watch cursor holds an impossible position")
-    if c.m is None and c.i:
-        raise ValueError("watch cursor has event ids but no mark")
-    if c.m is not None and c.m.tzinfo is None:
-        raise ValueError("watch cursor has a timestamp without a zone")
-    return c
+_ON_AIR: Final = _SIGNALS | {"live"}
+# A Live step shown by startedAt: evidence of being on air even past a stop.
+_SEEN_ON_AIR: Final = "live (seen on air)"

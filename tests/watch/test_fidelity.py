@@ -262,7 +262,12 @@ async def test_a_malformed_session_id_from_the_server_ends_only_that_watch(
     emu: Emulator, client: SigmaClient
 ) -> None:
     bad_channel = emu.create_channel("bad")
-    emu.channels[bad_channel.id].current_session_id = "sess-é"
+    emu.start_channel(bad_channel.id)
+    # The server lists a session whose id is not a plain path segment.
+    listed = emu.channels[bad_channel.id]
+    bad = emu.sessions.pop(listed.session_ids[0])
+    bad.id = listed.session_ids[0] = "sess-é"
+    emu.sessions[bad.id] = bad
     channel_id, sid = await started(emu, "good")
     emu.connect_publisher(channel_id)
     errors: list[tuple[str, BaseException]] = []

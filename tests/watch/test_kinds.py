@@ -23,8 +23,11 @@ def test_a_user_extended_table_maps_new_values_and_leaves_the_default_alone() ->
     tracker = SessionTracker(SID, table=table)
     out = tracker.feed("ON AIR", [ev(1, "signal_interrupted")], T0)
     out += tracker.feed("on-air", [ev(2, "transcoder_restarted")], T0)
-    assert [(t.kind, t.source) for t in out] == [("live", "status"), ("interrupted", "event"), ("restored", "event")]
-    assert isinstance(out[0], Live) and isinstance(out[2], Restored)
+    assert [(t.kind, t.source) for t in out] == [
+        ("initializing", "status"), ("started", "status"), ("live", "status"), ("interrupted", "event"),
+        ("restored", "event"),
+    ]  # fmt: skip
+    assert isinstance(out[2], Live) and isinstance(out[4], Restored)
     assert table.kind_for_action("stable") == "stable"  # the defaults are still there
     assert DEFAULT_TABLE.kind_for_action("transcoder_restarted") == "unknown"
     assert KIND_BY_ACTION["stop"] == "stopped"

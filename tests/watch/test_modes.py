@@ -216,27 +216,43 @@ async def test_watch_session_refuses_feed_at_the_call(emu: Emulator) -> None:
 
 
 async def test_a_feed_read_slower_than_the_interval_reads_again_at_once() -> None:
-    from sigma_async.models import Page
-    from sigma_async.watch._feed import Feed
+    from sigma_async.models import Page, SessionStatus
 
-    class SlowListing:
+    reads = 0
+
+    class Events:
         """A server whose app-wide listing takes three intervals to answer."""
 
         async def list_app(self, *, page: int = 1, per_page: int = 100) -> Page[Any]:
+            nonlocal reads
+            reads += 1
             await asyncio.sleep(0.03)
             return Page(data=[], per_page=per_page)
 
-    class Client:
-        events = SlowListing()
+        async def list(self, session_id: str, *, page: int = 1, per_page: int = 100) -> Page[Any]:
+            return Page(data=[], per_page=per_page)
 
-    feed = Feed(Client(), interval=0.01)  # type: ignore[arg-type]
-    await feed.probe()
-    task = asyncio.create_task(feed.run())
+    class Sessions:
+        async def status(self, session_id: str) -> SessionStatus:
+            return SessionStatus(status="live")
+
+    class Client:
+        events = Events()
+        sessions = Sessions()
+
+    monitor = Monitor(Client(), session_ids=["s-1"], interval=0.01, poll="feed", stay_open=True)  # type: ignore[arg-type]
+
+    async def consume() -> None:
+        async for _ in monitor:
+            pass
+
+    task = asyncio.create_task(consume())
     try:
         started = time.monotonic()
-        while feed.polls < 3:
+        while reads < 4:
             assert not task.done(), task.exception()
             assert time.monotonic() - started < 5, "the feed stopped reading"
             await asyncio.sleep(0.01)
     finally:
         task.cancel()
+        await monitor.aclose()

@@ -58,14 +58,15 @@ class Server:
         return event
 
     def read(self, tracker: SessionTracker, per_page: int = 10) -> list[Event]:
-        """Newest first by updatedAt, page by page, stopping at the first event written before the mark."""
+        """Newest first by updatedAt, page by page, down to the first page that ends in an event already known."""
         newest_first = sorted(self.events, key=lambda e: (e.updated_at or e.created_at, e.id), reverse=True)
         read: list[Event] = []
-        for event in newest_first:
-            self.reads += 1
-            if tracker.is_read_before(event):
+        for start in range(0, len(newest_first), per_page):
+            page = newest_first[start : start + per_page]
+            self.reads += len(page)
+            read += page
+            if tracker.ends_read(page[-1]):
                 break
-            read.append(event)
         return read
 
     def poll(self, tracker: SessionTracker, n: int) -> list[Transition]:
@@ -138,7 +139,8 @@ def test_live_then_an_interruption_ends_at_interrupted_whatever_the_timing(polls
             out += server.poll(tracker, i)
     for n in range(3):  # the session stays like this: more polls change nothing
         out += server.poll(tracker, 10 + n)
-    assert kinds(out) == ["initializing", "live", "stable", "interrupted"]
+    # Started is implied by being on air, even though no start event was written.
+    assert kinds(out) == ["initializing", "started", "live", "stable", "interrupted"]
 
 
 def test_a_session_first_watched_after_it_ended_still_gives_live_its_events_then_ended() -> None:
@@ -158,8 +160,8 @@ def test_started_at_is_evidence_of_being_on_air() -> None:
     tracker = SessionTracker(SID)
     started = T0 + timedelta(seconds=3)
     out = tracker.feed("initializing", [ev(1, "initialize")], obs(1), started_at=started)
-    assert kinds(out) == ["initializing", "live"]
-    assert out[1].at == started
+    assert kinds(out) == ["initializing", "started", "live"]
+    assert out[2].at == started
     assert tracker.feed("live", [], obs(2), started_at=started) == []
 
 
@@ -170,7 +172,8 @@ def test_signal_events_never_change_the_status_stream_and_statuses_never_hide_ev
     out += tracker.feed("live", [ev(2, "signal_restored")], obs(3))
     out += tracker.feed("live", [ev(3, "stable")], obs(4))
     assert [(t.kind, t.source) for t in out] == [
-        ("live", "status"), ("interrupted", "event"), ("restored", "event"), ("stable", "event"),
+        ("initializing", "status"), ("started", "status"), ("live", "status"),
+        ("interrupted", "event"), ("restored", "event"), ("stable", "event"),
     ]  # fmt: skip
     assert tracker.status == "live" and tracker.signal == "stable"
 
@@ -179,28 +182,31 @@ def test_a_status_never_goes_backwards_and_each_step_is_yielded_once() -> None:
     tracker = SessionTracker(SID)
     out = run(tracker, [("live", [], obs(1)), ("initializing", [], obs(2)), ("started", [], obs(3)),
                         ("live", [], obs(4)), ("stopped", [], obs(5)), ("live", [], obs(6))])  # fmt: skip
-    assert [(t.kind, t.source) for t in out] == [("live", "status"), ("stopped", "status")]
+    # A stop shown by the status alone waits one poll for its event, then comes from the status.
+    assert kinds(out) == ["initializing", "started", "live", "stopped"]
+    assert {t.source for t in out} == {"status"}
 
 
 def test_an_unknown_status_is_yielded_once_per_change() -> None:
     tracker = SessionTracker(SID)
     out = run(tracker, [("live", [], obs(1)), ("warming", [], obs(2)), ("warming", [], obs(3)),
                         ("live", [], obs(4)), ("paused", [], obs(5)), ("warming", [], obs(6))])  # fmt: skip
-    assert kinds(out) == ["live", "unknown", "unknown", "unknown"]
+    assert kinds(out) == ["initializing", "started", "live", "unknown", "unknown", "unknown"]
     assert [t.raw for t in out if isinstance(t, Unknown)] == ["warming", "paused", "warming"]
     assert len({t.id for t in out}) == len(out)
 
 
-def test_a_second_on_air_event_after_live_is_yielded_as_unknown_not_as_a_second_live() -> None:
+def test_an_on_air_event_after_live_is_that_step_not_a_second_live() -> None:
     tracker = SessionTracker(SID)
     out = tracker.feed("live", [], obs(1)) + tracker.feed("live", [ev(1, "on_publish")], obs(2))
-    assert [(t.kind, t.source) for t in out] == [("live", "status"), ("unknown", "event")]
+    assert kinds(out) == ["initializing", "started", "live"]
+    assert tracker.is_seen(ev(1, "on_publish"))
 
 
 def test_raw_values_are_normalised_but_unknown_keeps_the_servers_spelling() -> None:
     tracker = SessionTracker(SID)
     out = tracker.feed(" LIVE ", [ev(1, "Signal Interrupted"), ev(2, "signal-lost"), ev(3, "Brand New Thing")], obs(1))
-    assert kinds(out) == ["live", "interrupted", "interrupted", "unknown"]
+    assert kinds(out) == ["initializing", "started", "live", "interrupted", "interrupted", "unknown"]
     assert isinstance(out[-1], Unknown) and out[-1].raw == "Brand New Thing"
     status_out = tracker.feed("Some Odd-Status", [], obs(2))
     assert isinstance(status_out[0], Unknown)
@@ -214,7 +220,7 @@ def test_ended_carries_the_ended_event_written_after_the_status_flipped() -> Non
     tracker = SessionTracker(SID)
     out = tracker.feed("live", [ev(1, "stable")], obs(1))
     out += tracker.feed("ended", [], obs(2))
-    assert tracker.awaiting_final_events and kinds(out) == ["live", "stable"]
+    assert tracker.awaiting_final_events and kinds(out) == ["initializing", "started", "live", "stable"]
     late_end = ev(2, "ended", ms=5_000)  # written 100 ms after the status flipped, read one interval later
     out += tracker.feed(None, [late_end], obs(3))
     assert isinstance(out[-1], Ended) and out[-1].event == late_end and out[-1].source == "event"
@@ -225,12 +231,13 @@ def test_without_an_ended_event_the_final_read_ends_the_stream_from_the_status()
     tracker = SessionTracker(SID)
     tracker.feed("ended", [], obs(1))
     out = tracker.feed(None, [], obs(2))
-    assert isinstance(out[0], Ended) and out[0].source == "status" and out[0].at == obs(1)
+    assert kinds(out) == ["initializing", "ended"]  # opened, never on air: no Started, no Live
+    assert isinstance(out[-1], Ended) and out[-1].source == "status" and out[-1].at == obs(1)
 
 
 def test_events_after_the_ended_event_in_one_read_come_before_ended() -> None:
     out = SessionTracker(SID).feed("live", [ev(2, "ended"), ev(3, "stable"), ev(1, "stable")], obs(1))
-    assert kinds(out) == ["live", "stable", "stable", "ended"]
+    assert kinds(out) == ["initializing", "started", "live", "stable", "stable", "ended"]
 
 
 # -- every listed event exactly once --------------------------------------------------------------------------
@@ -240,7 +247,7 @@ def test_an_event_written_late_with_an_old_created_at_is_yielded_when_first_seen
     tracker = SessionTracker(SID)
     tracker.feed("live", [ev(1, "stable"), ev(2, "signal_interrupted")], obs(1))
     late = ev(3, "signal_restored", ms=0, updated_ms=10)  # created before both, written after them
-    assert not tracker.is_read_before(late) and not tracker.is_seen(late)
+    assert not tracker.is_seen(late)
     out = tracker.feed("live", [late], obs(2))
     assert [t.event for t in out] == [late]
     assert tracker.feed("live", [late], obs(3)) == []
@@ -261,7 +268,7 @@ def test_an_edited_event_is_not_yielded_again_and_is_read_once() -> None:
     for _ in range(1000):
         server.write("stable")
     first = server.poll(tracker, 0)
-    assert len(first) == 1002  # initializing (the status), live, then every event
+    assert len(first) == 1003  # initializing (the status), started and live (on air), then every event
     edited_at = T0 + timedelta(milliseconds=1500)
     server.events = [
         msgspec_replace(e, updated_at=edited_at + timedelta(milliseconds=i)) for i, e in enumerate(server.events)
@@ -270,7 +277,7 @@ def test_an_edited_event_is_not_yielded_again_and_is_read_once() -> None:
     server.reads = 0
     server.events.append(ev(1000, "signal_interrupted", ms=5000))
     assert kinds(server.poll(tracker, 2)) == ["interrupted"]
-    assert server.reads <= 3  # the edited events lie below the mark now
+    assert server.reads <= 10  # one page: it ends in an event read before
 
 
 def msgspec_replace(event: Event, **changes: object) -> Event:
@@ -280,7 +287,7 @@ def msgspec_replace(event: Event, **changes: object) -> Event:
 def test_duplicates_and_re_sent_pages_are_not_yielded_again() -> None:
     tracker = SessionTracker(SID)
     first = [ev(n, "stable") for n in range(10)]
-    assert len(tracker.feed(None, first + first, obs(1))) == 11  # live, then ten events
+    assert len(tracker.feed(None, first + first, obs(1))) == 13  # initializing, started, live, ten events
     assert tracker.feed(None, first, obs(2)) == []
     newer = [ev(n, "stable") for n in range(10, 15)]
     out = tracker.feed(None, list(reversed(first + newer)) + newer, obs(3))
@@ -294,7 +301,9 @@ def test_ids_are_stable_and_unique_across_sessions() -> None:
     a = play(LIFECYCLE, {0, 3, 7})
     assert len({t.id for t in a}) == len(a)
     assert all(t.id.startswith(SID) for t in a)
-    assert a[0].id == f"{SID}/event/ev-000000" and a[2].id == f"{SID}/status/live"
+    # A lifecycle step's id is the state reached, whichever source showed it first; a signal's is its event's.
+    assert a[0].id == f"{SID}/status/initializing" and a[2].id == f"{SID}/status/live"
+    assert a[3].id == f"{SID}/event/ev-000002"
     other = SessionTracker("other").feed("live", [ev(1, "stable")], obs(1))
     assert not {t.id for t in other} & {t.id for t in a}
 

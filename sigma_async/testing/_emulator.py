@@ -233,9 +233,15 @@ class Emulator:
         message: str | None = None,
         actor: str | None = None,
         at: datetime | None = None,
+        bump_session: bool = True,
     ) -> Event:
-        """Append any event to a session (unknown actions too), stamped by the emulator's clock unless ``at``."""
-        return self.state.add_event(session_id, action, message=message, actor=actor, at=at)
+        """Append any event to a session (unknown actions too), stamped by the emulator's clock unless ``at``.
+
+        ``bump_session=False`` leaves the session's row (its ``updatedAt`` in the sessions listing) as it was.
+        """
+        return self.state.add_event(
+            session_id, action, message=message, actor=actor, at=at, bump_session=bump_session
+        )
 
     def add_late_event(self, session_id: str, action: str, *, created_at: datetime) -> Event:
         """An event written now but dated ``created_at``, earlier than events already listed."""

@@ -225,9 +225,19 @@ class EmulatorState:
         message: str | None = None,
         actor: str | None = None,
         at: datetime | None = None,
+        bump_session: bool = True,
     ) -> Event:
-        """Append any event, known action or not, without touching the session's status."""
-        return self._event(self.session(session_id), action, actor=actor, message=message, at=at)
+        """Append any event, known action or not, without touching the session's status.
+
+        ``bump_session=False``: the session's row keeps its ``updatedAt``, as on a server whose sessions listing
+        lags behind its events.
+        """
+        session = self.session(session_id)
+        row_updated = session.updated_at
+        event = self._event(session, action, actor=actor, message=message, at=at)
+        if not bump_session:
+            session.updated_at = row_updated
+        return event
 
     def add_late_event(self, session_id: str, action: str, *, created_at: datetime) -> Event:
         """An event written now but dated earlier (its ``createdAt`` older than events already listed)."""

@@ -110,7 +110,7 @@ async def test_an_app_wide_page_out_of_order_loses_nothing_below_it() -> None:
         async def list_app(self, *, page: int = 1, per_page: int = 100) -> Page[Event]:
             ordered = sorted(written, key=lambda e: e.updated_at, reverse=True)  # type: ignore[arg-type, return-value]
             if out_of_order and page == 1:
-                ordered = out_of_order  # once: an old event listed above a newer one
+                ordered = list(out_of_order)  # once: an old event listed above a newer one
                 out_of_order.clear()
             return Page(data=ordered[(page - 1) * per_page : page * per_page], total=len(ordered))
 

@@ -1,0 +1,111 @@
+"""The status dimension: each step once, only forwards, whatever is read first and whatever fails in between."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+
+from sigma_async import RetryPolicy, SigmaClient, Transition
+from sigma_async.testing import Emulator, Fault
+
+FAST = 0.02
+QUICK_RETRY = RetryPolicy(max_retries=0)
+STATUS = "GET /sessions/{id}/status"
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[Emulator]:
+    async with Emulator(manual_clock=True, seed=41) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+async def client(emu: Emulator) -> AsyncIterator[SigmaClient]:
+    async with emu.client(retry=QUICK_RETRY) as c:
+        yield c
+
+
+class Watching:
+    def __init__(self, stream: AsyncIterator[Transition]) -> None:
+        self.got: list[Transition] = []
+        self.task = asyncio.create_task(self._consume(stream))
+
+    async def _consume(self, stream: AsyncIterator[Transition]) -> None:
+        async for t in stream:
+            self.got.append(t)
+
+    def kinds(self) -> list[str]:
+        return [t.kind for t in self.got]
+
+    async def finish(self) -> list[str]:
+        with anyio.fail_after(10):
+            await self.task
+        return self.kinds()
+
+
+def status_reads(emu: Emulator) -> int:
+    return emu.journal.count(STATUS)
+
+
+def in_flight(emu: Emulator, route: str) -> bool:
+    return any(e.status is None and e.finished is None for e in emu.journal.entries(route))
+
+
+@pytest.mark.parametrize("poll", ["full", "lean"])
+async def test_a_status_shown_before_its_event_comes_once_and_never_goes_back(
+    emu: Emulator, client: SigmaClient, poll: str
+) -> None:
+    channel = emu.create_channel("ahead")
+    sid = emu.start_channel(channel.id).id
+    watch = Watching(client.watch_session(sid, interval=FAST, poll=poll))
+    await emu.wait_for(lambda: watch.kinds() == ["initializing"])
+    emu.set_status(sid, "live")  # on air by the status; its start event is listed only later
+    await emu.wait_for(lambda: "live" in watch.kinds())
+    emu.add_event(sid, "start")
+    emu.add_event(sid, "stable")
+    await emu.wait_for(lambda: "stable" in watch.kinds())
+    emu.set_status(sid, "stopped")  # the stop, too, shows in the status first
+    reads = status_reads(emu)
+    await emu.wait_for(lambda: status_reads(emu) >= reads + 2 or "stopped" in watch.kinds())
+    emu.add_event(sid, "stop")
+    emu.add_event(sid, "ended")
+    emu.set_status(sid, "ended")
+    assert await watch.finish() == ["initializing", "started", "live", "stable", "stopped", "ended"]
+
+
+@pytest.mark.parametrize("fault", [Fault(latency=0.3), Fault(latency=0.3, status=503)], ids=["slow", "503"])
+async def test_a_step_landing_between_two_reads_of_a_poll_changes_nothing(
+    emu: Emulator, client: SigmaClient, fault: Fault
+) -> None:
+    channel = emu.create_channel("racing")
+    sid = emu.start_channel(channel.id).id
+    watch = Watching(client.watch_session(sid, interval=FAST))
+    await emu.wait_for(lambda: watch.kinds() == ["initializing"])
+    emu.faults.add(STATUS, fault, times=1)
+    emu.connect_publisher(channel.id)  # start and stable: they announce a change, so the status is read
+    await emu.wait_for(lambda: in_flight(emu, STATUS))
+    emu.set_status(sid, "stopped")  # the next step lands while that status read is on its way
+    await emu.wait_for(lambda: not in_flight(emu, STATUS))
+    emu.add_event(sid, "stop")
+    await emu.wait_for(lambda: "stopped" in watch.kinds())
+    emu.add_event(sid, "ended")
+    emu.set_status(sid, "ended")
+    assert await watch.finish() == ["initializing", "started", "live", "stable", "stopped", "ended"]
+
+
+async def test_a_session_live_by_its_status_alone_for_a_few_polls_gets_live_in_lean(
+    emu: Emulator, client: SigmaClient
+) -> None:
+    channel = emu.create_channel("brief")
+    sid = emu.start_channel(channel.id).id
+    watch = Watching(client.watch_session(sid, interval=FAST))
+    await emu.wait_for(lambda: watch.kinds() == ["initializing"])
+    emu.set_status(sid, "live")  # no event says so
+    polls = emu.journal.count("GET /events")
+    await emu.wait_for(lambda: emu.journal.count("GET /events") >= polls + 3)  # three polls: over in well under 15
+    emu.set_status(sid, "ended")
+    emu.add_event(sid, "ended")
+    assert await watch.finish() == ["initializing", "started", "live", "ended"]

@@ -405,3 +405,38 @@ def test_a_cursor_of_another_session_is_refused() -> None:
     cursor = SessionTracker("other-session").feed("live", [], obs(1))[0].cursor
     with pytest.raises(ValueError, match="belongs to session 'other-session'"):
         SessionTracker(SID, since=cursor)
+
+
+def test_a_damaged_cursor_is_a_value_error_at_the_call() -> None:
+    tracker = SessionTracker(SID, channel_id="ch-1")
+    cursor = tracker.feed("live", [ev(n, "stable") for n in range(5)], obs(1))[-1].cursor
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    rng = random.Random(15)
+    same = 0
+    for _ in range(300):
+        i = rng.randrange(len(cursor))
+        bad = cursor[:i] + rng.choice(alphabet.replace(cursor[i], "")) + cursor[i + 1 :]
+        try:
+            resumed = SessionTracker(SID, since=bad)
+        except ValueError:
+            continue
+        # Only a change in the last character's unused padding bits decodes to the very same bytes.
+        assert resumed.cursor == SessionTracker(SID, since=cursor).cursor
+        same += 1
+    assert same <= 8
+    for cut in (1, 4, 9, len(cursor) // 2):
+        with pytest.raises(ValueError, match="damaged"):
+            SessionTracker(SID, since=cursor[:-cut])
+
+
+def test_a_cursor_of_the_earlier_json_form_still_resumes() -> None:
+    import base64
+
+    old = {
+        "v": 2, "s": SID, "m": ev(2, "stable").created_at.isoformat(), "i": ["ev-000002"], "r": 5, "lv": True,
+        "g": "stable", "st": "live", "k": "stable",
+    }  # fmt: skip
+    cursor = base64.urlsafe_b64encode(msgspec.json.encode(old)).rstrip(b"=").decode()
+    resumed = SessionTracker(SID, since=cursor)
+    assert (resumed.status, resumed.signal) == ("live", "stable")
+    assert resumed.feed("live", [ev(2, "stable"), ev(3, "signal_interrupted")], obs(1))[0].kind == "interrupted"

@@ -183,6 +183,14 @@ def test_watch_prints_json_lines_until_the_session_ends(server: Server) -> None:
     assert all(line.split()[2] == sid[:8] for line in human)
 
 
+def test_watching_a_channel_or_a_session_that_does_not_exist_fails_at_once(server: Server) -> None:
+    for what in (["--channel", "no-such-channel"], ["no-such-session"]):
+        result = run(server, "watch", *what, "--interval", "0.1", timeout=30)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        error = result.stderr.strip().splitlines()[-1]
+        assert error.startswith("error: HTTP 404") and "(NotFoundError)" in error
+
+
 def test_ctrl_c_ends_a_watch_quietly_with_130(server: Server) -> None:
     cid = json.loads(ok(run(server, "--json", "channels", "create", "--name", "idle")).stdout)["id"]
     proc = subprocess.Popen(

@@ -87,12 +87,17 @@ class Monitor:
         """What is watched now, as ``("session", id)`` and ``("channel", id)`` pairs."""
         return frozenset(self._core.scopes) | frozenset(self._core.queued)
 
-    def add_session(self, session_id: str, *, since: str | None = None) -> None:
-        """Watch one more session (no-op if it is already watched). A bad ``since`` raises ``ValueError`` here."""
+    def add_session(self, session_id: str, *, since: str | None = None, channel_id: str | None = None) -> None:
+        """Watch one more session (no-op if it is already watched). A bad ``since`` raises ``ValueError`` here.
+
+        ``channel_id`` is the channel the session belongs to, for its transitions' ``channel_id`` (the API gives
+        no way to read a session's channel)."""
         sid = check_id(session_id, "session id")
         since = since if since is not None else self._core.cursors.get(sid)
         if since is not None:
             decode_cursor(since, sid)  # now, not later inside the running monitor where it would end every watch
+        if channel_id is not None:
+            self._core.channel_of[sid] = check_id(channel_id, "channel id")
         self._core.add(("session", sid), since)
 
     def add_channel(self, channel_id: str) -> None:
@@ -185,6 +190,8 @@ class _Core:
         self.feed_scope: anyio.CancelScope | None = None
         # Sessions a channel watch is reporting now, and by which channel: a session is reported by one watch.
         self.followed: dict[str, str] = {}
+        # The channel of a session added directly, when the caller knows it.
+        self.channel_of: dict[str, str] = {}
 
     def add(self, key: tuple[str, str], since: str | None) -> None:
         if self.finished:
@@ -263,7 +270,10 @@ class _Core:
         with scope:
             try:
                 if kind == "session" and self.feed is not None:
-                    tracker = SessionTracker(ident, since=since, table=self.watch_kw.get("table", DEFAULT_TABLE))
+                    tracker = SessionTracker(
+                        ident, channel_id=self.channel_of.get(ident), since=since,
+                        table=self.watch_kw.get("table", DEFAULT_TABLE),
+                    )  # fmt: skip
                     stream = watch_fed_session(
                         self.client, tracker, self.feed, interval=self.interval, resync=self.resync,
                         max_silence=self.watch_kw.get("max_silence"), first_delay=delay,
@@ -271,7 +281,7 @@ class _Core:
                 elif kind == "session":
                     stream = watch_session(
                         self.client, ident, interval=self.interval, since=since, first_delay=delay, poll=poll,
-                        **self.watch_kw,
+                        channel_id=self.channel_of.get(ident), **self.watch_kw,
                     )  # fmt: skip
                 else:
                     kw = {k: v for k, v in self.watch_kw.items() if k != "since"}

@@ -132,7 +132,7 @@ class _NoWatches:
     async def acquire(self, key: str) -> None:
         pass
 
-    async def release(self, key: str) -> None:
+    async def release(self, key: str, *, settle: float = 0.0) -> None:
         pass
 
 

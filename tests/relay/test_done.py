@@ -181,6 +181,19 @@ async def test_replicas_whose_whole_list_is_done_exit_0_and_hold_no_lease(
             await late.wait()
         assert late.returncode == 0, log("c")
         assert "lease acquired" not in log("c") and "relay: 0 delivered" in log("c")
+
+        # The list shrinks to one session: the others' done-markers, cursors and leases alike, go at start.
+        kept = await relay_process(emu, tmp_path, "d", server.url, sessions[:1])
+        with anyio.fail_after(15):
+            await kept.wait()
+        assert kept.returncode == 0, log("d")
+        async with open_bucket(f"{server.url}/relay") as kv:
+            leases = await snapshot(kv, "lease.", timeout=5)
+            cursors = await snapshot(kv, CURSOR_PREFIX, timeout=5)
+        assert [e.key for e in leases.values()] == [f"lease.session.{sessions[0]}"]
+        assert [e.key for e in cursors.values()] == [f"{CURSOR_PREFIX}{sessions[0]}"]
+        state = (await js.stream_info("KV_relay")).state
+        assert state.messages == 2, "nothing else left in the bucket, not even delete markers"
     finally:
         await nc.close()
         for proc in procs.values():

@@ -55,7 +55,7 @@ class Lane:
         self.busy = False
         self.saving = False
         self.unsaved: str | None = None  # the cursor of the last record taken (DONE after Ended), not yet saved
-        self.waiting: anyio.CancelScope | None = None  # a backoff wait in progress, cut short when released
+        self.waiting: set[anyio.CancelScope] = set()  # backoff waits in progress, cut short when released
 
 
 class LaneWork:
@@ -276,12 +276,12 @@ class LaneWork:
             return False
         with anyio.CancelScope() as scope:
             self._waits.add(scope)
-            lane.waiting = scope
+            lane.waiting.add(scope)
             try:
                 await self._sleep(seconds)
             finally:
                 self._waits.discard(scope)
-                lane.waiting = None
+                lane.waiting.discard(scope)
         return not self._stopping
 
     def _drop(self, lane: Lane) -> None:

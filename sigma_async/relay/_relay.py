@@ -234,8 +234,8 @@ class Relay(LaneWork):
         for lane in self._lanes.values():
             if lane.key == key:
                 self._drop(lane)
-                if lane.waiting is not None:
-                    lane.waiting.cancel()  # a record being retried is not sent again here
+                for scope in list(lane.waiting):
+                    scope.cancel()  # a record being retried is not sent again here
         with anyio.move_on_after(settle):
             while settle > 0 and any(lane.key == key for lane in self._lanes.values()):
                 if self._settled.is_set():  # shared by every release waiting now: renewed once all have seen it

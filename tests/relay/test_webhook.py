@@ -230,8 +230,8 @@ async def test_a_retry_after_that_is_no_number_counts_as_no_header(
     receiver.answer, receiver.retry_after = answer, "²"  # str.isdigit() says yes; float() says no
     with caplog.at_level(logging.DEBUG, logger="sigma_async"):
         relay, _ = await relay_sessions(emu, WebhookSink(receiver.url, secret=SECRET), 1, sleep=no_wait)
-    assert relay.stats.failures == {"503": len(failed)}
     assert "ValueError" not in caplog.text and "answered 503" in caplog.text
+    assert relay.stats.failures == {"503": len(failed)}
 
 
 def test_retry_after_reads_seconds_and_http_dates_and_nothing_else() -> None:

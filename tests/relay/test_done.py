@@ -18,10 +18,11 @@ import pytest
 
 from sigma_async.relay import DONE, FileCursorStore, NatsCursorStore, Relay
 from sigma_async.relay._kv import CURSOR_PREFIX, snapshot
-from sigma_async.relay._leases import open_bucket
+from sigma_async.relay._leases import ReplicaLeases, open_bucket
 from sigma_async.testing import Emulator, NatsServer
 
 from ._support import ScriptedSink, by_session, live_session, no_wait, run_course
+from .test_fencing import until
 from .test_relay import assert_in_order_once
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="sends POSIX signals")
@@ -200,3 +201,54 @@ async def test_replicas_whose_whole_list_is_done_exit_0_and_hold_no_lease(
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
                 await proc.wait()
+
+
+async def test_done_sessions_cost_no_lease_writes_while_a_channel_keeps_replicas_running(
+    emu: Emulator, server: NatsServer
+) -> None:
+    url = f"{server.url}/relay"
+    pairs = [live_session(emu, f"quiet-{i}") for i in range(6)]
+    sessions = [sid for _, sid in pairs]
+    channel = emu.create_channel("keeps-them-running")
+    sinks = [ScriptedSink(), ScriptedSink()]
+    async with open_bucket(url) as kv_a, open_bucket(url) as kv_b, open_bucket(url) as kv, emu.client() as client:
+        relays = [
+            Relay(client, sink, await NatsCursorStore.open(url), session_ids=sessions, channel_ids=[channel.id],
+                  interval=0.02, sleep=no_wait, ownership=ReplicaLeases(bucket, replica=name, ttl=1.2))
+            for sink, bucket, name in zip(sinks, (kv_a, kv_b), "ab", strict=True)
+        ]  # fmt: skip
+
+        def ended() -> set[str]:
+            return {r["session_id"] for sink in sinks for r in sink.accepted if r["kind"] == "ended"}
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                for relay in relays:
+                    await tg.start(relay.run)
+                for channel_id, _ in pairs:
+                    run_course(emu, channel_id)
+                await emu.wait_for(lambda: ended() == set(sessions), timeout=15)
+
+                async def leases() -> dict[str, Any]:
+                    return await snapshot(kv, "lease.", timeout=5)
+
+                async def all_marked_done() -> bool:
+                    found = (await leases()).items()
+                    marked = [json.loads(e.value).get("done") for k, e in found if k.startswith("lease.session")]
+                    return len(marked) == len(sessions) and all(marked)
+
+                await until(all_marked_done, "every session's lease marked done", 15)
+                before = await leases()
+                channel_key = f"lease.channel.{channel.id}"
+
+                async def renewed_thrice() -> bool:
+                    # Three renewals of the channel's lease: time enough for any other lease to be written.
+                    return bool((await leases())[channel_key].revision >= before[channel_key].revision + 3)
+
+                await until(renewed_thrice, "the channel's lease renewed three times", 15)
+                after = await leases()
+                for relay in relays:
+                    relay.stop()
+    sessions_before = {k: e.revision for k, e in before.items() if k != channel_key}
+    assert {k: after[k].revision for k in sessions_before} == sessions_before, "a done session's lease was written"
+    assert len(sessions_before) == len(sessions)

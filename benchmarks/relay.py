@@ -118,7 +118,7 @@ class _Replay:
     def __init__(self, transitions: list[Transition]) -> None:
         self._items = iter(transitions)
 
-    def add_session(self, session_id: str, *, since: str | None = None) -> None:
+    def add_session(self, session_id: str, *, since: str | None = None, channel_id: str | None = None) -> None:
         pass
 
     def add_channel(self, channel_id: str) -> None:

@@ -211,7 +211,8 @@ def _main(argv: Sequence[str] | None) -> int:
 
         return emulator_main(extra, prog="sigma-async emulator")
     if extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        # The command's own parser, when there is one: its usage names the options that command takes.
+        (getattr(args, "subparser", None) or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "watch" and bool(args.session_id) == bool(args.channel):
         args.subparser.error("give a SESSION, or --channel CHANNEL (not both)")
     if args.command == "watch" and args.since and args.channel:

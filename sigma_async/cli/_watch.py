@@ -1,10 +1,17 @@
 """``sigma-async watch``: a session's (or channel's) transitions as they happen, and a word on stderr when the
-server stops answering, since a watch retries for ever and would otherwise print nothing at all."""
+server stops answering, since a watch retries for ever and would otherwise print nothing at all. SIGTERM stops it
+with a line and status 0."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+import threading
 from collections.abc import Sequence
+
+import anyio
+from anyio.abc import TaskStatus
 
 from .._client import SigmaClient
 from .._protocol import Request, Response
@@ -31,20 +38,42 @@ async def watch(client: SigmaClient, args: argparse.Namespace, out: Output) -> i
         client.notice = OutageNotice(out, max_silence=args.max_silence)
     if args.channel:
         stream = client.watch_channel(args.channel, interval=args.interval, max_silence=args.max_silence)
-        if not out.json:
-            out.note(f"watching channel {args.channel} across its sessions (Ctrl-C to stop)")
+        hello = f"watching channel {args.channel} across its sessions (Ctrl-C to stop)"
     else:
         stream = client.watch_session(
             args.session_id, interval=args.interval, since=args.since, max_silence=args.max_silence
         )
+        hello = f"watching session {args.session_id} until it ends (Ctrl-C to stop)"
+    async with anyio.create_task_group() as tg:
+        # SIGTERM (a process manager, `kill`) ends the watch as a request to stop, not as a failure: exit 0.
+        terminated = await tg.start(_cancel_on_sigterm, tg.cancel_scope)
         if not out.json:
-            out.note(f"watching session {args.session_id} until it ends (Ctrl-C to stop)")
-    async for transition in stream:
-        if out.json:
-            out.json_line(transition)
-        else:
-            out.text(transition_line(transition), style=KIND_STYLES.get(transition.kind))
+            out.note(hello)
+        async with contextlib.aclosing(stream) as transitions:
+            async for transition in transitions:
+                if out.json:
+                    out.json_line(transition)
+                else:
+                    out.text(transition_line(transition), style=KIND_STYLES.get(transition.kind))
+        tg.cancel_scope.cancel()
+    if terminated.is_set():
+        out.note("sigma-async watch: stopped (SIGTERM)")
     return 0
+
+
+async def _cancel_on_sigterm(
+    scope: anyio.CancelScope, *, task_status: TaskStatus[anyio.Event] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    terminated = anyio.Event()
+    if threading.current_thread() is not threading.main_thread():
+        task_status.started(terminated)  # signals reach the main thread only (main() run from a thread, in tests)
+        return
+    with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+        task_status.started(terminated)
+        async for _ in signals:
+            terminated.set()
+            scope.cancel()
+            return
 
 
 def transition_line(t: Transition) -> str:

@@ -4,32 +4,41 @@
 >>> relay = Relay(client, WebhookSink(url, secret=secret), FileCursorStore("cursors.json"), session_ids=ids)
 >>> await relay.run()
 
-Receivers check a webhook's ``Sigma-Signature`` with ``verify_signature(body, header, secret)``.
+Receivers check a webhook's ``Sigma-Signature`` with ``verify_signature(body, header, secret)``; a complete one is
+``examples/webhook_receiver.py``.
 """
 
 from ._base import (
     ACCEPTED,
+    DONE,
     Claims,
     CursorStore,
     Observer,
     Outcome,
     Ownership,
     OwnEverything,
+    SetupError,
     Sink,
+    StaleCursorError,
+    StoreLostError,
     channel_key,
     parse_key,
     session_key,
 )
 from ._config import RelayConfig, load_config, open_sink, open_store
-from ._nats import NatsCursorStore, NatsSink
+from ._deadletter import Rejection
+from ._kv import NatsCursorStore
+from ._nats import NatsSink
 from ._records import encode_record, subject_for
 from ._relay import Backoff, Relay, RelayStats
 from ._signing import SIGNATURE_HEADER, sign, verify_signature
-from ._sinks import DeliveryError, FileSink, MemorySink, WebhookSink
+from ._sinks import REJECTING, DeliveryError, FileSink, MemorySink, StderrSink, WebhookSink
 from ._stores import FileCursorStore, MemoryCursorStore
 
 __all__ = [
     "ACCEPTED",
+    "DONE",
+    "REJECTING",
     "SIGNATURE_HEADER",
     "Backoff",
     "Claims",
@@ -45,10 +54,15 @@ __all__ = [
     "Outcome",
     "OwnEverything",
     "Ownership",
+    "Rejection",
     "Relay",
     "RelayConfig",
     "RelayStats",
+    "SetupError",
     "Sink",
+    "StaleCursorError",
+    "StderrSink",
+    "StoreLostError",
     "WebhookSink",
     "channel_key",
     "encode_record",

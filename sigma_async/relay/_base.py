@@ -11,7 +11,8 @@ written outside this package:
 ...         pass
 
 Watch keys name what is watched: ``"session:<id>"`` and ``"channel:<id>"`` (``session_key``, ``channel_key``).
-Cursor store keys are bare session ids.
+Cursor store keys are bare session ids; a session whose ``Ended`` was delivered keeps ``DONE`` in place of its
+cursor.
 """
 
 from __future__ import annotations
@@ -27,13 +28,17 @@ from ..transitions import Transition
 
 __all__ = [
     "ACCEPTED",
+    "DONE",
     "Claims",
     "CursorStore",
     "Observer",
     "Outcome",
     "OwnEverything",
     "Ownership",
+    "SetupError",
     "Sink",
+    "StaleCursorError",
+    "StoreLostError",
     "channel_key",
     "parse_key",
     "session_key",
@@ -42,18 +47,47 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a sink did with a record: accepted it, or rejected it for good (``detail`` says why, for the log)."""
+    """What a sink did with a record: accepted it, or rejected it for good.
+
+    A rejection carries ``detail`` (why, for the log) and, from a webhook, the receiver's ``status`` and the start
+    of its ``answer`` (at most 200 bytes), which go to the dead-letter with the record.
+    """
 
     accepted: bool
     detail: str = ""
+    status: int | None = None
+    answer: str = ""
 
     @classmethod
-    def rejected(cls, detail: str) -> Outcome:
-        return cls(False, detail)
+    def rejected(cls, detail: str, *, status: int | None = None, answer: str = "") -> Outcome:
+        return cls(False, detail, status, answer)
 
 
 #: The outcome of every successful delivery.
 ACCEPTED: Final = Outcome(True)
+
+#: What a store holds in place of a session's cursor once its ``Ended`` was delivered: the session is done, for
+#: this relay and for every replica. Small, so that the store's size follows the live sessions, not the history.
+DONE: Final = "done"
+
+
+class SetupError(Exception):
+    """The relay cannot run as configured: a NATS server unreachable at start, a stream that does not take the
+    relay's subjects. The message says what to change; the command exits 1 with it."""
+
+
+class StaleCursorError(Exception):
+    """A cursor save lost its compare-and-set: another replica saved that session's cursor since this one read it.
+
+    The save is not retried; the runner stops the session's watch and resumes it from the store.
+    """
+
+
+class StoreLostError(SetupError):
+    """The store itself is gone (its bucket was deleted while the relay ran): nothing can be saved any more.
+
+    Fatal: the relay stops after the deliveries in flight and ``run()`` raises it.
+    """
 
 
 @runtime_checkable
@@ -83,8 +117,13 @@ class CursorStore(Protocol):
     - ``load(key)``: the cursor last saved for that session, or None.
     - ``load_all()``: every saved cursor (used to resume sessions reached through a channel).
     - ``save(key, cursor)``: durable when it returns: a crash right after must not lose it. Called only after the
-      sink accepted (or rejected) the transition that cursor follows, and for one session never concurrently.
-      Raising means the save failed; the runner retries it with backoff before going on with that session.
+      sink accepted (or dead-lettered) the transition that cursor follows, and for one session never
+      concurrently. ``cursor`` may be ``DONE``: the session's ``Ended`` went out. Raising means the save failed;
+      the runner retries it with backoff before going on with that session, except for ``StaleCursorError`` (a
+      shared store's compare-and-set lost: the runner resumes that session from the store) and
+      ``StoreLostError`` (fatal).
+    - ``drop(key)``: forget the session altogether (a done session that left the watch list, or one reached
+      through a channel once its ``Ended`` went out).
     - ``aclose()``: flush and release; called once, after the last ``save``.
     """
 
@@ -93,6 +132,8 @@ class CursorStore(Protocol):
     async def load_all(self) -> dict[str, str]: ...
 
     async def save(self, key: str, cursor: str) -> None: ...
+
+    async def drop(self, key: str) -> None: ...
 
     async def aclose(self) -> None: ...
 
@@ -103,9 +144,11 @@ class Claims(Protocol):
     async def acquire(self, key: str) -> None:
         """Start watching ``key`` here, resuming from the store's cursors. Idempotent."""
 
-    async def release(self, key: str) -> None:
+    async def release(self, key: str, *, settle: float = 0.0) -> None:
         """Stop watching ``key`` here: the current delivery finishes, queued records are dropped unsaved (the next
-        owner resumes from the saved cursor). Idempotent."""
+        owner resumes from the saved cursor). With ``settle``, returns once that delivery's cursor is saved (or
+        after ``settle`` seconds): call it before giving the key up, so that the next owner starts after it.
+        Idempotent."""
 
 
 class Ownership(Protocol):
@@ -116,19 +159,33 @@ class Ownership(Protocol):
     (only keys from ``keys``), calls ``task_status.started()`` once its first division is done (the runner
     waits for that before it reports ready), and releases what it holds when cancelled.
 
+    ``holds(key)`` is asked right before every delivery attempt, and must answer at once, from what this process
+    knows without asking anyone: False when it cannot be sure ``key`` is still its own (its lease was not renewed
+    recently enough by its own clock). The record is then not sent, the key's queued records are dropped, and the
+    ownership is expected to stop the watch (``claims.release``) and to resume it if the key turns out to be
+    still its own.
+
     ``fence(key)`` is asked right before a cursor of a session watched under ``key`` is saved: False means this
     process no longer owns ``key`` (another replica took it), so the cursor is not saved and the key's queued
     records are dropped. It must not wait long: it sits between a delivery and the next.
 
+    ``finish(key)``: the session watched under ``key`` (a ``session:`` key) is done: its ``Ended`` went out and
+    the store holds ``DONE`` for it. Its lease is given up and never taken again, by any replica.
+
     ``stays_open``: False if every key is acquired before ``started()`` and none later, so the relay may exit
-    once those watches have ended; True if keys can arrive later (replicas), so it runs until stopped.
+    once those watches have ended; True if keys can arrive later (replicas), so it runs until stopped, or until
+    ``run`` returns by itself: that means every key is done, and the relay then exits.
     """
 
     stays_open: bool
 
     async def run(self, keys: Sequence[str], claims: Claims, *, task_status: TaskStatus[None]) -> None: ...
 
+    def holds(self, key: str) -> bool: ...
+
     async def fence(self, key: str) -> bool: ...
+
+    async def finish(self, key: str) -> None: ...
 
 
 class OwnEverything:
@@ -143,8 +200,14 @@ class OwnEverything:
             await claims.acquire(key)
         task_status.started()
 
+    def holds(self, key: str) -> bool:
+        return True
+
     async def fence(self, key: str) -> bool:
         return True
+
+    async def finish(self, key: str) -> None:
+        pass
 
 
 class Observer(Protocol):

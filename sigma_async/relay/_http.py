@@ -10,7 +10,9 @@ This module holds no credentials, follows no redirects and reads at most a short
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
 from typing import Final, NamedTuple
 
 import aiohttp
@@ -31,7 +33,12 @@ class Answer(NamedTuple):
 
 
 class PostFailed(Exception):
-    """No HTTP answer: the connection failed or timed out. Always worth retrying."""
+    """No HTTP answer: the connection failed or timed out (``reason``: ``"timeout"`` or ``"connection"``).
+    Always worth retrying."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class HttpPoster:
@@ -54,10 +61,12 @@ class HttpPoster:
                     return Answer(resp.status, snippet)
                 return Answer(resp.status, snippet, _seconds(resp.headers.get("Retry-After")))
         except asyncio.TimeoutError:
-            raise PostFailed(f"no answer from {redact_url(url)} within {self._timeout.total}s") from None
+            raise PostFailed(
+                f"no answer from {redact_url(url)} within {self._timeout.total}s", reason="timeout"
+            ) from None
         except (aiohttp.ClientError, OSError) as exc:
             # The exception's own text can hold the full URL (a token in its query): name its type only.
-            raise PostFailed(f"POST {redact_url(url)} failed: {type(exc).__name__}") from None
+            raise PostFailed(f"POST {redact_url(url)} failed: {type(exc).__name__}", reason="connection") from None
 
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0)
@@ -73,11 +82,21 @@ class HttpPoster:
             await session.close()
 
 
-def _seconds(value: str | None) -> float | None:
-    # Only the delay-seconds form: a receiver asking for a pause is rare enough that its HTTP date is ignored.
-    if value is None or not value.strip().isdigit():
+def _seconds(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` in seconds: delay-seconds or an HTTP date; anything else counts as no header."""
+    if value is None:
         return None
-    return float(value.strip())
+    text = value.strip()
+    # isascii first: str.isdigit() is True for "²" and other digits float() refuses.
+    if text.isascii() and text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def redact_url(url: str) -> str:

@@ -1,4 +1,4 @@
-"""The relay's Prometheus metrics and health check, served on ``--metrics-port`` (``/metrics``, ``/healthz``).
+"""The relay's Prometheus metrics and health check, served on ``--metrics-addr`` (``/metrics``, ``/healthz``).
 
 >>> async with serve_metrics(9464, relay):   # counts what ``relay`` delivers; its leases and request rate
 ...     await relay.run()
@@ -19,6 +19,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from ..transitions import Transition
+from ._delivery import failure_reason
 
 if TYPE_CHECKING:
     from ._relay import Relay
@@ -50,6 +51,8 @@ class RelayMetrics:
         self.registry = registry = prometheus.CollectorRegistry(auto_describe=True)
         self.sink = sink
         self._healthy = healthy
+        #: The port ``serve_metrics`` listens on, once it does.
+        self.port: int | None = None
         self._delivered = prometheus.Counter(
             "sigma_relay_transitions_delivered", "Transitions the sink accepted.", ["sink"], registry=registry
         )
@@ -63,6 +66,12 @@ class RelayMetrics:
             "sigma_relay_transitions_retried",
             "Delivery attempts that failed and were retried.",
             ["sink"],
+            registry=registry,
+        )
+        self._failures = prometheus.Counter(
+            "sigma_relay_delivery_failures",
+            "Failed delivery attempts, by reason: the receiver's HTTP status, timeout, connection, ...",
+            ["sink", "reason"],
             registry=registry,
         )
         self._lag = prometheus.Histogram(
@@ -106,6 +115,7 @@ class RelayMetrics:
 
     def retried(self, transition: Transition, error: BaseException) -> None:
         self._retried.labels(sink=self.sink).inc()
+        self._failures.labels(sink=self.sink, reason=failure_reason(error)).inc()
 
     # -- the rest ------------------------------------------------------------------------------------------
 
@@ -128,10 +138,12 @@ class RelayMetrics:
 
 @contextlib.asynccontextmanager
 async def serve_metrics(port: int, relay: Relay, *, host: str = "0.0.0.0") -> AsyncIterator[RelayMetrics]:
-    """Count what ``relay`` does (it becomes the relay's observer) and serve it on ``port`` while inside.
+    """Count what ``relay`` does (it becomes the relay's observer) and serve it on ``host:port`` while inside.
 
-    Leases held and health come from the relay's ownership when it has them (``ReplicaLeases``), the request
-    rate from ``relay.client.stats`` when the client keeps one, vendor requests from ``client.on_response``.
+    ``host`` defaults to every interface, as exporters do; ``metrics.port`` is the port listened on (the one
+    ``port=0`` picked). Leases held and health come from the relay's ownership when it has them
+    (``ReplicaLeases``), the request rate from ``relay.client.stats`` when the client keeps one, vendor requests
+    from ``client.on_response``.
     """
     ownership: Any = relay.ownership
     held = getattr(ownership, "held", None)
@@ -147,7 +159,7 @@ async def serve_metrics(port: int, relay: Relay, *, host: str = "0.0.0.0") -> As
     if getattr(client, "on_response", "absent") is None:
         client.on_response = metrics.response  # every vendor request, by route and status
     async with anyio.create_task_group() as tg:
-        await tg.start(functools.partial(metrics_server, metrics, port, host=host))
+        metrics.port = await tg.start(functools.partial(metrics_server, metrics, port, host=host))
         try:
             yield metrics
         finally:

@@ -35,12 +35,18 @@ class MemoryCursorStore:
     async def save(self, key: str, cursor: str) -> None:
         self.cursors[key] = cursor
 
+    async def drop(self, key: str) -> None:
+        self.cursors.pop(key, None)
+
     async def aclose(self) -> None:
         pass
 
 
 class FileCursorStore:
     """Every session's cursor in one JSON object (``{"<session id>": "<cursor>", ...}``) at ``path``.
+
+    A done session holds ``"done"`` in place of its cursor (see ``DONE``), and a dropped one nothing, so the file's
+    size follows the sessions being watched, not every session ever seen.
 
     Each save writes the whole map to a temporary file beside it, fsyncs it, renames it over the old one and
     fsyncs the directory: a ``kill -9`` (or a power cut) at any moment leaves the old map or the new one, never a
@@ -74,6 +80,14 @@ class FileCursorStore:
 
     async def save(self, key: str, cursor: str) -> None:
         self._cursors[key] = cursor
+        await self._commit()
+
+    async def drop(self, key: str) -> None:
+        """Forget ``key`` (durably, like ``save``): the file keeps the live sessions, not every one ever seen."""
+        if self._cursors.pop(key, None) is not None:
+            await self._commit()
+
+    async def _commit(self) -> None:
         self._changes += 1
         mine = self._changes
         async with self._lock:

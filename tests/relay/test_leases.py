@@ -66,7 +66,7 @@ class Claims:
         self.ledger.owner[key] = self.replica
         self.acquired.append(key)
 
-    async def release(self, key: str) -> None:
+    async def release(self, key: str, *, settle: float = 0.0) -> None:
         if self.ledger.owner.get(key) == self.replica:
             del self.ledger.owner[key]
         self.released.append(key)

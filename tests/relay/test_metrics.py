@@ -13,6 +13,7 @@ import anyio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from sigma_async.relay import DeliveryError
 from sigma_async.relay._leases import ReplicaLeases, open_bucket
 from sigma_async.relay._metrics import RelayMetrics, metrics_server
 from sigma_async.testing._nats import NatsServer
@@ -64,6 +65,7 @@ async def test_a_scrape_shows_deliveries_rejections_retries_lag_and_vendor_reque
             metrics.delivered(LIVE, 2.5)
             metrics.rejected(LIVE, "410 Gone")
             metrics.retried(LIVE, ConnectionError())
+            metrics.retried(LIVE, DeliveryError("answered 401", reason="401"))
             for status in (200, 200, 429):
                 metrics.response("sessions.status", status)
             after = await scraper.samples()
@@ -74,7 +76,10 @@ async def test_a_scrape_shows_deliveries_rejections_retries_lag_and_vendor_reque
     assert before[("sigma_relay_transitions_delivered_total", sink)] == 0  # present before the first delivery
     assert after[("sigma_relay_transitions_delivered_total", sink)] == 2
     assert after[("sigma_relay_transitions_rejected_total", sink)] == 1
-    assert after[("sigma_relay_transitions_retried_total", sink)] == 1
+    assert after[("sigma_relay_transitions_retried_total", sink)] == 2
+    failures = "sigma_relay_delivery_failures_total"
+    assert after[(failures, (("reason", "401"), ("sink", "webhook")))] == 1
+    assert after[(failures, (("reason", "ConnectionError"), ("sink", "webhook")))] == 1
     assert after[("sigma_relay_delivery_lag_seconds_count", sink)] == 2
     assert after[("sigma_relay_delivery_lag_seconds_bucket", (("le", "0.5"), ("sink", "webhook")))] == 1
     assert after[("sigma_relay_delivery_lag_seconds_sum", sink)] == pytest.approx(2.9)
@@ -132,7 +137,7 @@ class _NoWatches:
     async def acquire(self, key: str) -> None:
         pass
 
-    async def release(self, key: str) -> None:
+    async def release(self, key: str, *, settle: float = 0.0) -> None:
         pass
 
 

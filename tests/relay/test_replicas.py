@@ -82,6 +82,7 @@ class Relays:
         self.tmp, self.nats_url, self.emulator, self.sessions = tmp, nats_url, emulator, sessions
         self.procs: dict[str, Process] = {}
         self.ports: dict[str, int] = {}
+        self.killed: set[str] = set()
 
     async def start(self, name: str) -> None:
         port = self.ports[name] = _free_port()
@@ -100,6 +101,8 @@ class Relays:
 
     def signal(self, name: str, sig: signal.Signals) -> None:
         os.kill(self.procs[name].pid, sig)
+        if sig == signal.SIGKILL:
+            self.killed.add(name)
 
     async def delivered(self, name: str) -> float:
         """The replica's ``sigma_relay_transitions_delivered_total``."""
@@ -107,6 +110,20 @@ class Relays:
             text = await r.text()
         match = re.search(r"^sigma_relay_transitions_delivered_total\{[^}]*\} (\S+)$", text, re.M)
         return float(match.group(1)) if match else math.nan
+
+    def delivered_at_exit(self, name: str) -> int:
+        """What the replica said it delivered, in its last line (``relay: N delivered, ...``)."""
+        found = re.findall(r"^relay: (\d+) delivered", self.log(name), re.M)
+        assert found, f"{name} said nothing at exit:\n{self.log(name)}"
+        return int(found[-1])
+
+    async def finish_by_themselves(self, timeout: float) -> None:
+        """Every replica still running exits 0 on its own: its whole list is done."""
+        for name, proc in self.procs.items():
+            if proc.returncode is None and name not in self.killed:
+                with anyio.fail_after(timeout):
+                    await proc.wait()
+                assert proc.returncode == 0, f"{name} exited {proc.returncode}:\n{self.log(name)}"
 
     async def stop_all(self) -> None:
         for proc in self.procs.values():
@@ -238,11 +255,13 @@ def assert_each_session_complete(observed: Observed, sessions: list[str], server
 
 
 def assert_cursors_never_went_back(observed: Observed) -> None:
-    """Each cursor written for a session is at or after the one written before it (stream order)."""
+    """Each cursor written for a session is at or after the one written before it (stream order), and the
+    done-marker comes last, after the session's ``ended``."""
     position = {(r["session_id"], r["cursor"]): i for i, (_, r) in enumerate(observed.records)}
+    ended = {r["session_id"]: i for i, (_, r) in enumerate(observed.records) if r["kind"] == "ended"}
     last: dict[str, int] = {}
     for sid, cursor in observed.cursor_writes:
-        index = position.get((sid, cursor))
+        index = ended.get(sid, -2) + 1 if cursor == "done" else position.get((sid, cursor))
         assert index is not None, f"cursor saved for {sid} that is on no record"
         assert index >= last.get(sid, -1), f"a stale cursor saved for {sid}"
         last[sid] = index
@@ -286,6 +305,7 @@ async def test_a_killed_replica_is_replaced_within_the_ttl_and_two_intervals_los
     assert_each_session_complete(observed, sessions, await server_event_ids(emulator, sessions))
     assert_cursors_never_went_back(observed)
     assert "lease acquired" in relays.log("b") and "from=expired holder=a" in relays.log("b")
+    await relays.finish_by_themselves(timeout=15)
 
 
 async def test_a_joining_replica_takes_a_share_without_duplicates_and_a_paused_one_is_fenced(world: Any) -> None:
@@ -318,7 +338,7 @@ async def test_a_joining_replica_takes_a_share_without_duplicates_and_a_paused_o
     await emulator.signal_drop(channels)
     await all_on_stream("the signal drops after the join")
     # The stream would hide a repeat (Nats-Msg-Id); the replicas' own counts would not.
-    with anyio.fail_after(5):
+    with anyio.fail_after(15):  # the scrapes catch up with the stream; a repeat would overshoot it for good
         while (sent := await deliveries()) != len(observed.records):
             assert sent < len(observed.records) or math.isnan(sent), "a record delivered twice across the join"
             await anyio.sleep(0.1)
@@ -340,7 +360,8 @@ async def test_a_joining_replica_takes_a_share_without_duplicates_and_a_paused_o
                      what="every session's ended")
     assert_each_session_complete(observed, sessions, await server_event_ids(emulator, sessions))
     assert_cursors_never_went_back(observed)
-    # c was paused between deliveries: on waking it stops the watches whose leases it could not have renewed
-    # before they poll again, so nothing goes out twice (one record, had one been in flight at the pause).
-    repeats = await deliveries() - len(observed.records)
+    await relays.finish_by_themselves(timeout=15)
+    # c was paused between deliveries: on waking it sends nothing before renewing its leases, so nothing goes
+    # out twice (one record, had one been in flight at the pause). Counted from each replica's last words.
+    repeats = sum(relays.delivered_at_exit(name) for name in relays.procs) - len(observed.records)
     assert 0 <= repeats <= 1, f"{repeats} records delivered twice (c held {paused_with} leases when paused)"

@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from sigma_async.relay import FileCursorStore, MemoryCursorStore, NatsCursorStore
-from sigma_async.relay._nats import cursor_key, session_of
+from sigma_async.relay._kv import cursor_key, session_of
 from sigma_async.testing import NatsServer
 
 

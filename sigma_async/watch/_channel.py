@@ -7,9 +7,10 @@ from collections.abc import AsyncGenerator, Mapping
 from .._protocol import check_id
 from ..transitions import Transition
 from ._api import WatchClient
+from ._engine import Engine
 from ._kinds import DEFAULT_TABLE, KindTable
 from ._plan import DEFAULT_STATUS_EVERY, check_poll_mode
-from ._scheduler import Engine, stream
+from ._scheduler import stream
 from ._session import check_interval
 
 __all__ = ["watch_channel"]
@@ -27,6 +28,8 @@ def watch_channel(
     poll: str = "lean",
     status_every: int = DEFAULT_STATUS_EVERY,
     cursors: Mapping[str, str] | None = None,
+    playback: bool = False,
+    playback_stall_after: float | None = None,
 ) -> AsyncGenerator[Transition, None]:
     """Yield the transitions of every session of a channel, for as long as it is iterated.
 
@@ -41,6 +44,8 @@ def watch_channel(
     ``poll="lean"`` (the default) costs one request per interval while nothing changes: the listing's rows
     carry each session's status, and a session's events are read when its row moved (and at least every
     ``status_every`` intervals). ``poll="full"`` reads every session's status and events every interval.
+    ``playback=True`` also judges the channel's HLS output while each session is on air (``PlaybackStalled``,
+    ``PlaybackResumed``).
     """
     check_interval(interval, jitter)
     check_poll_mode(poll, feed_allowed=False)
@@ -48,7 +53,7 @@ def watch_channel(
     engine = Engine(
         client, interval=interval, jitter=jitter, poll="full" if poll == "full" else "lean",
         status_every=status_every, table=table, max_silence=max_silence, stagger=False, first_delay=first_delay,
-        cursors=cursors, stay_open=True,
+        cursors=cursors, stay_open=True, playback=playback, playback_stall_after=playback_stall_after,
     )  # fmt: skip
     engine.add_channel(channel_id)
     return stream(engine)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from ..errors import SigmaError
 from ..models import Event, Session
+from ..playback import PlaybackWatch
 from ._feed import FeedView
 from ._listing import ChannelView
 from ._plan import SessionPlan
 from ._tracker import SessionTracker
 
-__all__ = ["Item", "WatchedChannel", "WatchedFeed", "WatchedSession"]
+__all__ = ["Item", "WatchedChannel", "WatchedFeed", "WatchedOutput", "WatchedSession"]
 
 
 class Item:
@@ -35,6 +36,11 @@ class Item:
     def ident(self) -> str:
         raise NotImplementedError
 
+    @property
+    def what(self) -> str:
+        """What it is, for a log line or an error: ``session X``, ``channel X``..."""
+        raise NotImplementedError
+
     def succeeded(self, now: float) -> None:
         self.failures = 0
         self.last_ok = now
@@ -44,7 +50,7 @@ class Item:
 class WatchedSession(Item):
     """One session: its tracker and plan, and who claims it (directly, and through which channels)."""
 
-    __slots__ = ("channels", "direct", "next_resync", "pending", "plan", "row", "row_moved", "tracker")
+    __slots__ = ("channels", "direct", "next_resync", "output", "pending", "plan", "row", "row_moved", "tracker")
 
     def __init__(self, tracker: SessionTracker, plan: SessionPlan, *, direct: bool, channel: str | None) -> None:
         super().__init__()
@@ -56,10 +62,15 @@ class WatchedSession(Item):
         self.row_moved = False
         self.pending: list[Event] = []  # events the feed routed here while a read of its own was running
         self.next_resync = 0.0
+        self.output: WatchedOutput | None = None  # its HLS output's watch, with playback=True, once on air
 
     @property
     def ident(self) -> str:
         return self.tracker.session_id
+
+    @property
+    def what(self) -> str:
+        return f"session {self.ident}"
 
     @property
     def claimed(self) -> bool:
@@ -85,6 +96,10 @@ class WatchedChannel(Item):
     def ident(self) -> str:
         return self.view.channel_id
 
+    @property
+    def what(self) -> str:
+        return f"channel {self.ident}"
+
 
 class WatchedFeed(Item):
     """The app-wide feed: its view, and the beat it reads on."""
@@ -99,3 +114,29 @@ class WatchedFeed(Item):
     @property
     def ident(self) -> str:
         return "feed"
+
+    @property
+    def what(self) -> str:
+        return "app-wide event feed"
+
+
+class WatchedOutput(Item):
+    """A session's HLS output (playback health): its ``PlaybackWatch`` once its URL is known, and the counts
+    that make the ids of its transitions."""
+
+    __slots__ = ("follower", "resumes", "session", "stalls")
+
+    def __init__(self, session: WatchedSession) -> None:
+        super().__init__()
+        self.session = session
+        self.follower: PlaybackWatch | None = None
+        self.stalls = 0
+        self.resumes = 0
+
+    @property
+    def ident(self) -> str:
+        return self.session.ident
+
+    @property
+    def what(self) -> str:
+        return f"playback of session {self.ident}"

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from ..transitions import TRANSITION_TYPES
+from ..transitions import PLAYBACK_TYPES, TRANSITION_TYPES
 
-__all__ = ["DEFAULT_TABLE", "KIND_BY_ACTION", "KIND_BY_STATUS", "KINDS", "KindTable", "normalise"]
+__all__ = ["DEFAULT_TABLE", "KIND_BY_ACTION", "KIND_BY_STATUS", "KINDS", "TABLE_KINDS", "KindTable", "normalise"]
 
-#: Every transition kind, ``unknown`` included.
-KINDS: frozenset[str] = frozenset(TRANSITION_TYPES) | {"unknown"}
+#: The kinds a status or an event action can mean, ``unknown`` included.
+TABLE_KINDS: frozenset[str] = frozenset(TRANSITION_TYPES) | {"unknown"}
+#: Every transition kind: those, and playback health's.
+KINDS: frozenset[str] = TABLE_KINDS | frozenset(PLAYBACK_TYPES)
 
 #: Normalised session status -> transition kind.
 KIND_BY_STATUS: Mapping[str, str] = MappingProxyType({
@@ -42,9 +44,9 @@ def normalise(raw: str) -> str:
 
 
 def _checked(table: Mapping[str, str]) -> dict[str, str]:
-    bad = {key: kind for key, kind in table.items() if kind not in KINDS}
+    bad = {key: kind for key, kind in table.items() if kind not in TABLE_KINDS}
     if bad:
-        raise ValueError(f"not transition kinds: {bad!r}; kinds are {sorted(KINDS)}")
+        raise ValueError(f"not transition kinds: {bad!r}; kinds are {sorted(TABLE_KINDS)}")
     return {normalise(key): kind for key, kind in table.items()}
 
 

@@ -11,15 +11,16 @@ from .._protocol import check_id
 from ..transitions import Transition
 from ._api import WatchClient
 from ._cursor import decode_cursor
+from ._engine import Engine
 from ._feed import DEFAULT_RESYNC
 from ._plan import check_poll_mode
-from ._scheduler import Engine, ErrorCallback
+from ._scheduler import ErrorCallback
 from ._session import check_interval
 
 __all__ = ["Monitor"]
 
 # What a monitor passes on to how each session is watched (see ``watch_session``).
-_WATCH_OPTIONS = frozenset({"max_silence", "table", "jitter", "status_every"})
+_WATCH_OPTIONS = frozenset({"max_silence", "table", "jitter", "status_every", "playback", "playback_stall_after"})
 
 
 class Monitor:
@@ -40,8 +41,8 @@ class Monitor:
     ends when nothing is left to watch (every session ended, no channel watched) unless ``stay_open=True``. A
     watch that fails for good (401/403/404, ``max_silence``) ends the monitor with that error, unless
     ``on_error(id, error)`` is given: then only that watch stops. Leaving ``async with`` (or ``aclose()``) stops
-    every read and leaves no task behind. Polling runs while the monitor is iterated: a consumer that stops
-    asking pauses it, and it catches up (nothing is lost) when asked again.
+    every read and leaves no task behind. Polling goes on while the consumer handles a transition, until
+    ``max_buffer`` transitions wait to be taken: then it pauses, and catches up (nothing is lost) when they are.
     """
 
     def __init__(
@@ -112,6 +113,7 @@ class Monitor:
         self._engine.remove_channel(channel_id)
 
     async def __aenter__(self) -> Monitor:
+        self._engine.start()
         return self
 
     async def __aexit__(

@@ -13,9 +13,10 @@ from ..errors import WatchError
 from ..transitions import Transition
 from ._api import WatchClient
 from ._cursor import decode_cursor
+from ._engine import Engine
 from ._kinds import DEFAULT_TABLE, KINDS, KindTable
 from ._plan import DEFAULT_STATUS_EVERY, check_poll_mode
-from ._scheduler import Engine, stream
+from ._scheduler import stream
 
 __all__ = ["check_interval", "wait_for", "watch_session"]
 
@@ -33,6 +34,8 @@ def watch_session(
     first_delay: float = 0.0,
     poll: str = "lean",
     status_every: int = DEFAULT_STATUS_EVERY,
+    playback: bool = False,
+    playback_stall_after: float | None = None,
 ) -> AsyncGenerator[Transition, None]:
     """Yield the transitions of one session, each once and in order, ending with ``Ended``.
 
@@ -43,6 +46,8 @@ def watch_session(
     backs off and goes on, for ever unless ``max_silence`` seconds pass without one good poll (then
     ``WatchError``). 401, 403 and 404 raise at once. Pass a transition's ``cursor`` as ``since=`` to resume
     right after it. ``channel_id`` names the session's channel for its transitions (the API cannot tell it).
+    ``playback=True`` (with ``channel_id``) also judges the channel's HLS output from ``Live`` to ``Ended``:
+    ``PlaybackStalled`` and ``PlaybackResumed`` (see ``client.playback``).
 
     >>> async for t in watch_session(client, sid):
     ...     print(t.kind, t.at)
@@ -53,11 +58,14 @@ def watch_session(
     check_id(session_id, "session id")
     if channel_id is not None:
         check_id(channel_id, "channel id")
+    elif playback:
+        raise ValueError("playback=True needs the session's channel: give channel_id= (the API cannot tell it)")
     if since is not None:
         decode_cursor(since, session_id)
     engine = Engine(
         client, interval=interval, jitter=jitter, poll="full" if poll == "full" else "lean",
         status_every=status_every, table=table, max_silence=max_silence, stagger=False, first_delay=first_delay,
+        playback=playback, playback_stall_after=playback_stall_after,
     )  # fmt: skip
     engine.add_session(session_id, since=since, channel_id=channel_id)
     return stream(engine)

@@ -149,6 +149,12 @@ class SessionTracker:
         """True if this event would not be yielded: taken in before, or behind the late window."""
         return self.knows(event)
 
+    def note_outside(self, kind: str) -> tuple[str | None, str]:
+        """A transition of this session made outside the tracker (playback health) is yielded now: returns its
+        ``previous`` and its ``cursor``, and the next transition's ``previous`` is this one's kind."""
+        previous, self._last_kind = self._last_kind, kind
+        return previous, self.cursor
+
     # -- one poll -----------------------------------------------------------------------------------------------
 
     def feed(

@@ -21,7 +21,7 @@ from typing import Any
 from sigma_async.errors import APIConnectionError, NotFoundError, ServerError
 from sigma_async.models import Channel, ChannelInput, Event, Page, Session, SessionStatus
 from sigma_async.transitions import Transition
-from sigma_async.watch._scheduler import Engine
+from sigma_async.watch._engine import Engine
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

@@ -90,7 +90,7 @@ async def test_every_session_that_came_and_went_between_two_polls_is_reported(
 ) -> None:
     channel = emu.create_channel("short")
     watch = Watching(client.watch_channel(channel.id, interval=0.5, poll=poll))
-    await emu.wait_for(lambda: listings(emu) + emu.journal.count("GET /channels/{id}") >= 1)
+    await emu.wait_for(lambda: any(e.finished for e in emu.journal.entries("GET /sessions")))  # the first look
     sids = [run_session(emu, channel.id) for _ in range(25)]  # all of them well inside one interval
     await emu.wait_for(lambda: all(watch.ended(sid) for sid in sids), timeout=10)
     await watch.stop()

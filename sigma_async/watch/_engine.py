@@ -1,0 +1,407 @@
+"""The engine behind every watcher: who claims which session, and what a read of a session or a channel does.
+
+``watch_session``, ``watch_channel``, ``wait_for`` and ``Monitor`` all run one ``Engine``. The loop itself is
+``Scheduler``'s; the app-wide feed's reads are in ``_fed``, playback health's in ``_outputs``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Coroutine, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from .._protocol import check_id
+from ..errors import NotFoundError, SigmaError, WatchError
+from ..models import Event, Session
+from ..transitions import Transition
+from . import _fed, _outputs
+from ._api import WatchClient
+from ._clock import WatchClock
+from ._cursor import decode_cursor
+from ._items import Item, WatchedChannel, WatchedFeed, WatchedOutput, WatchedSession
+from ._kinds import DEFAULT_TABLE, KindTable
+from ._listing import ChannelView
+from ._plan import DEFAULT_STATUS_EVERY, ReadPlan, SessionPlan
+from ._reads import read_listing, read_new_events
+from ._scheduler import ErrorCallback, Scheduler
+from ._tracker import SessionTracker
+
+__all__ = ["Engine"]
+
+
+class Engine(Scheduler):
+    """Sessions, channels and the feed, polled from one loop.
+
+    ``poll``: ``lean``, ``full``, ``feed`` or ``auto`` (see ``SessionPlan``). Sessions are claimed directly
+    (``add_session``) or through a channel that reports them; a session is watched, by one tracker, for as long
+    as any claim on it remains, and reported once. ``playback``: each session's HLS output is judged too, from
+    its ``Live`` to its ``Ended`` (see ``_outputs``). ``next()`` gives the next transition, runs the loop while
+    there is none, and raises ``StopAsyncIteration`` when nothing is left to watch (unless ``stay_open``).
+    """
+
+    def __init__(
+        self,
+        client: WatchClient,
+        *,
+        interval: float = 2.0,
+        jitter: float = 0.1,
+        poll: str = "lean",
+        status_every: int = DEFAULT_STATUS_EVERY,
+        resync: float = 300.0,
+        table: KindTable = DEFAULT_TABLE,
+        max_silence: float | None = None,
+        on_error: ErrorCallback | None = None,
+        stay_open: bool = False,
+        cursors: Mapping[str, str] | None = None,
+        stagger: bool = True,
+        first_delay: float = 0.0,
+        max_buffer: int = 1024,
+        max_in_flight: int = 256,
+        clock: WatchClock | None = None,
+        playback: bool = False,
+        playback_stall_after: float | None = None,
+    ) -> None:
+        super().__init__(
+            interval=interval, jitter=jitter, max_silence=max_silence, on_error=on_error, stay_open=stay_open,
+            stagger=stagger, first_delay=first_delay, max_buffer=max_buffer, max_in_flight=max_in_flight, clock=clock,
+        )  # fmt: skip
+        self.client = client
+        self.poll = poll
+        self.status_every = status_every
+        self.resync = resync
+        self.table = table
+        self.cursors: Mapping[str, str] = cursors if cursors is not None else {}
+        # A status step read before its event waits for it until the next poll, which comes at least this late.
+        self.hold = 0.9 * (1.0 - jitter) * interval
+        self.sessions: dict[str, WatchedSession] = {}
+        self.channels: dict[str, WatchedChannel] = {}
+        self.feed: WatchedFeed | None = WatchedFeed() if poll in ("feed", "auto") else None
+        self._feed_scheduled = False
+        self.outputs = _outputs.Outputs(self, client, playback_stall_after) if playback else None
+
+    @property
+    def mode(self) -> str:
+        """How sessions are polled now: ``lean``, ``full`` or ``fed``."""
+        if self.feed is not None:
+            return "fed"
+        return "full" if self.poll == "full" else "lean"
+
+    # -- claims ---------------------------------------------------------------------------------------------
+
+    def add_session(self, session_id: str, *, since: str | None = None, channel_id: str | None = None) -> None:
+        """Claim a session directly (no-op if it is claimed directly already)."""
+        self.check_open()
+        if self.outputs is not None and channel_id is None and session_id not in self.sessions:
+            raise ValueError(
+                f"playback=True needs the channel of session {session_id}: give channel_id= (the API cannot tell it)"
+            )
+        watched = self.sessions.get(session_id)
+        if watched is not None:
+            if not watched.direct:
+                watched.direct = True
+                if watched.plan.by_row:  # now polled on its own, every interval, not only when its row moves
+                    watched.plan.by_row = False
+                    self.schedule(watched, self.now())
+            if channel_id is not None and watched.tracker.channel_id is None:
+                watched.tracker.channel_id = channel_id
+            return
+        since = since if since is not None else self.cursors.get(session_id)
+        tracker = self._tracker(session_id, since=since, channel_id=channel_id)
+        if tracker.ended:
+            return  # resumed after its end: nothing left to report
+        watched = WatchedSession(tracker, self._plan(by_row=False), direct=True, channel=None)
+        self._register(watched, self.first_due())
+
+    def remove_session(self, session_id: str) -> None:
+        """Drop the direct claim; the session stays watched while a channel still reports it."""
+        watched = self.sessions.get(session_id)
+        if watched is None:
+            self.purge(session_id)  # ended already: what it left in the buffer goes too
+            return
+        if not watched.direct:
+            return
+        watched.direct = False
+        if watched.channels:
+            if self.mode == "lean":
+                watched.plan.by_row = True
+        else:
+            self.drop_session(watched, purge=True)
+
+    def add_channel(self, channel_id: str) -> None:
+        """Follow a channel: every session its listing shows from now on, and those its cursors left unfinished."""
+        self.check_open()
+        if channel_id in self.channels:
+            return
+        resume_after, known, unfinished = self._cursors_of(channel_id)
+        view = ChannelView(channel_id, since=self.clock.wall(), resume_after=resume_after, known=known)
+        channel = WatchedChannel(view)
+        channel.last_ok = self.now()
+        self.channels[channel_id] = channel
+        self.schedule(channel, self.first_due())
+        for session_id, cursor in unfinished:
+            self._take_up(channel_id, session_id, since=cursor, row=None)
+
+    def remove_channel(self, channel_id: str) -> None:
+        channel = self.channels.pop(channel_id, None)
+        if channel is None:
+            return
+        channel.alive = False
+        for watched in self._claims_of(channel_id):
+            watched.channels.discard(channel_id)
+            if not watched.claimed:
+                self.drop_session(watched, purge=True)
+
+    @property
+    def watching(self) -> frozenset[tuple[str, str]]:
+        direct = [("session", sid) for sid, w in self.sessions.items() if w.direct]
+        return frozenset(direct) | frozenset(("channel", cid) for cid in self.channels)
+
+    # -- what the loop asks ---------------------------------------------------------------------------------
+
+    def read(self, item: Item) -> Coroutine[Any, Any, None]:
+        if isinstance(item, WatchedSession):
+            return self._poll_session(item)
+        if isinstance(item, WatchedChannel):
+            return self._poll_channel(item)
+        if isinstance(item, WatchedOutput):
+            assert self.outputs is not None
+            return self.outputs.poll(item)
+        assert isinstance(item, WatchedFeed)
+        return _fed.poll_feed(self, item)
+
+    def give_up(self, item: Item, exc: SigmaError) -> bool:
+        if isinstance(item, WatchedSession):
+            self.drop_session(item, purge=False)
+        elif isinstance(item, WatchedChannel):
+            self.remove_channel(item.ident)
+        elif isinstance(item, WatchedOutput):
+            assert self.outputs is not None
+            return self.outputs.give_up(item, exc)
+        else:
+            _fed.feed_failed(self, exc)
+            return False
+        return True
+
+    def done(self) -> bool:
+        return not self.sessions and not self.channels
+
+    # -- sessions -------------------------------------------------------------------------------------------
+
+    async def _poll_session(self, watched: WatchedSession) -> None:
+        resync = watched.plan.mode == "fed" and self.now() >= watched.next_resync
+        plan = watched.plan.reads(watched.tracker, resync=resync)
+        try:
+            status, events = await self.guarded(watched, self._session_reads(watched, plan))
+        except SigmaError as exc:
+            watched.busy = False
+            self.failed(watched, exc)
+            return
+        watched.busy = False
+        if not watched.alive:
+            return
+        watched.succeeded(self.now())
+        if watched.plan.mode == "fed" and (resync or not watched.started):
+            # Spread evenly over one resync period from the first read on, never bunched at start.
+            spread = random.uniform(0.0, 1.0) if not watched.started else random.uniform(0.9, 1.1)
+            watched.next_resync = self.now() + self.resync * spread
+        self._feed_session(watched, plan, status, events)
+
+    async def _session_reads(self, watched: WatchedSession, plan: ReadPlan) -> tuple[str | None, list[Event]]:
+        tracker = watched.tracker
+        status = (await self.client.sessions.status(tracker.session_id)).status if plan.status else None
+        if status is None and watched.row is not None:
+            status = watched.row.status  # the channel's listing read it, before the events below
+        events = await read_new_events(self.client, tracker) if plan.events else []
+        return status, events
+
+    def _feed_session(self, watched: WatchedSession, plan: ReadPlan, status: str | None, events: list[Event]) -> None:
+        tracker = watched.tracker
+        if watched.pending:
+            events = events + watched.pending
+            watched.pending = []
+        started_at = watched.row.started_at if watched.row is not None else None
+        watched.row_moved = False
+        fresh = [e for e in events if not tracker.knows(e)]
+        transitions = tracker.feed(status, events, self.clock.wall(), started_at=started_at)
+        watched.plan.polled(plan, fresh, self.table)
+        self.emit_session(watched, transitions)
+        if not tracker.ended:
+            self.schedule(watched, self.next_due(watched))
+
+    def emit_session(self, watched: WatchedSession, transitions: list[Transition]) -> None:
+        """Yield a session's transitions; its output's watch starts at its Live, and everything ends at Ended."""
+        self.emit(transitions)
+        if watched.tracker.ended:
+            self.drop_session(watched, purge=False)
+        elif self.outputs is not None and watched.output is None and watched.tracker.live:
+            self.outputs.start(watched)
+
+    def next_due(self, watched: WatchedSession) -> float:
+        """When a session polls next by its plan, and no later than its held step's release."""
+        now = self.now()
+        plan = watched.plan
+        if watched.row_moved:
+            due = now
+        elif plan.mode == "fed":
+            # An announced change is read at once, unless a held step is pending: its read comes at release.
+            held = watched.tracker.release_at is not None
+            due = now if plan.announced and not held else watched.next_resync
+        elif plan.by_row:
+            due = now + self.jittered(self.interval * plan.status_every)
+        else:
+            due = now + self.jittered(self.interval)
+        release = watched.tracker.release_at
+        if release is not None:
+            due = min(due, now + max(0.0, (release - self.clock.wall()).total_seconds()) + 0.001)
+        return due
+
+    def drop_session(self, watched: WatchedSession, *, purge: bool) -> None:
+        watched.alive = False
+        if watched.output is not None:
+            watched.output.alive = False
+        if self.sessions.get(watched.ident) is watched:
+            del self.sessions[watched.ident]
+        if purge:
+            self.purge(watched.ident)
+        for channel_id in watched.channels:
+            channel = self.channels.get(channel_id)
+            if channel is not None and channel.gone is not None and not self._claims_of(channel_id):
+                self._channel_over(channel)
+
+    def start_feed(self) -> None:
+        # The feed reads once there is a session to route to, and from then on for the monitor's life.
+        if self.feed is not None and not self._feed_scheduled:
+            self._feed_scheduled = True
+            self.feed.last_ok = self.now()
+            self.schedule(self.feed, self.now())
+
+    def _tracker(
+        self, session_id: str, *, since: str | None, channel_id: str | None, created_at: datetime | None = None
+    ) -> SessionTracker:
+        return SessionTracker(
+            session_id, channel_id=channel_id, since=since, table=self.table, hold=self.hold, created_at=created_at
+        )
+
+    def _plan(self, *, by_row: bool) -> SessionPlan:
+        mode = self.mode
+        return SessionPlan(
+            "fed" if mode == "fed" else ("full" if mode == "full" else "lean"),
+            status_every=self.status_every,
+            by_row=by_row and mode == "lean",
+        )
+
+    def _register(self, watched: WatchedSession, due: float) -> None:
+        watched.last_ok = self.now()
+        self.sessions[watched.ident] = watched
+        self.schedule(watched, due)
+        self.start_feed()
+
+    # -- channels -------------------------------------------------------------------------------------------
+
+    async def _poll_channel(self, channel: WatchedChannel) -> None:
+        view = channel.view
+
+        async def reads() -> Any:
+            if view.check_due(self.status_every):
+                await self.client.channels.get(view.channel_id)  # 404: the channel does not exist, or no more
+            return await read_listing(self.client, view.start_read())
+
+        try:
+            read = await self.guarded(channel, reads())
+        except SigmaError as exc:
+            channel.busy = False
+            if isinstance(exc, NotFoundError) and view.looked:
+                self._channel_deleted(channel, exc)
+            else:
+                self.failed(channel, exc)
+            return
+        channel.busy = False
+        if not channel.alive:
+            return
+        channel.succeeded(self.now())
+        cid = view.channel_id
+        new, moved = view.sort_out(read, lambda sid: sid in self.sessions and cid in self.sessions[sid].channels)
+        for row in moved:
+            self._row_moved(self.sessions[row.id], row)
+        for row in new:
+            try:
+                _server_id(row.id, cid)
+            except WatchError as exc:
+                self._give_up(channel, exc)
+                return
+            self._take_up(cid, row.id, since=self.cursors.get(row.id), row=row)
+        self.schedule(channel, self.now() + self.jittered(self.interval))
+
+    def _take_up(self, channel_id: str, session_id: str, *, since: str | None, row: Session | None) -> None:
+        watched = self.sessions.get(session_id)
+        if watched is not None:
+            watched.channels.add(channel_id)
+            if watched.tracker.channel_id is None:
+                watched.tracker.channel_id = channel_id
+            if row is not None:
+                self._row_moved(watched, row)
+            return
+        tracker = self._tracker(
+            session_id, since=since, channel_id=channel_id, created_at=row.created_at if row is not None else None
+        )
+        if tracker.ended:
+            return
+        watched = WatchedSession(tracker, self._plan(by_row=True), direct=False, channel=channel_id)
+        watched.row = row
+        self._register(watched, self.now())
+
+    def _row_moved(self, watched: WatchedSession, row: Session) -> None:
+        watched.row = row
+        if watched.plan.by_row or watched.plan.mode == "fed":
+            watched.row_moved = True
+            if not watched.busy:
+                self.schedule(watched, self.now())
+
+    def _cursors_of(self, channel_id: str) -> tuple[datetime | None, frozenset[str], list[tuple[str, str]]]:
+        """From the cursors: the newest ``createdAt`` among the channel's sessions and which sessions were created
+        then, and the sessions left unfinished."""
+        newest: datetime | None = None
+        at_newest: set[str] = set()
+        unfinished: list[tuple[str, str]] = []
+        for session_id, cursor in self.cursors.items():
+            try:
+                c = decode_cursor(cursor, session_id)
+            except ValueError:
+                continue  # not this layer's to judge: a direct add of that session reports it
+            if c.c != channel_id:
+                continue
+            if c.ca is not None:
+                if newest is None or c.ca > newest:
+                    newest, at_newest = c.ca, {session_id}
+                elif c.ca == newest:
+                    at_newest.add(session_id)
+            if c.k != "ended":
+                unfinished.append((session_id, cursor))
+        if newest is None and unfinished:
+            newest = datetime.min.replace(tzinfo=timezone.utc)
+        return newest, frozenset(at_newest), unfinished
+
+    def _claims_of(self, channel_id: str) -> list[WatchedSession]:
+        return [w for w in self.sessions.values() if channel_id in w.channels]
+
+    def _channel_deleted(self, channel: WatchedChannel, exc: SigmaError) -> None:
+        # Its open session was ended by the deletion: let the sessions it reports reach their Ended first.
+        channel.gone = exc
+        if not self._claims_of(channel.ident):
+            self._channel_over(channel)
+
+    def _channel_over(self, channel: WatchedChannel) -> None:
+        assert channel.gone is not None
+        self.channels.pop(channel.ident, None)
+        channel.alive = False
+        self.report(channel.ident, channel.gone)
+
+
+def _server_id(session_id: str, channel_id: str) -> str:
+    # An id from the server goes into the next URL: one that is not a plain path segment ends this watch with a
+    # SigmaError (the monitor's on_error hears of it), never a bare ValueError that would end every watch.
+    try:
+        return check_id(session_id, "session id")
+    except ValueError as exc:
+        raise WatchError(f"channel {channel_id}: the server named a malformed session id {session_id[:40]!r}") from exc

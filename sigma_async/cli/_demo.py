@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 import anyio
 
 from .._client import SigmaClient
-from .._transport import PublicReader
 from ..models import Channel, ChannelCreate, S3Destination, catchup_playlist_url
-from ..playback import Prober, to_transition
 from ..testing import Emulator
 from ..transitions import PlaybackResumed, PlaybackStalled, Transition
 from ._output import Output
@@ -53,6 +52,7 @@ async def run_demo(out: Output, *, channels: int = 5, speed: float = 30.0, pace:
     began = time.monotonic()
     demo = _Demo(out, pace)
     async with Emulator(speed=speed) as emu, emu.client(timeout=10) as client:
+        demo.clock = emu.clock.now
         demo.heading("sigma-async demo")
         demo.say(f"An emulator of the Sigma Livestream API is serving on {emu.url} inside this process:")
         demo.say(f"no account, no network. Its clock runs {speed:g}x fast, so session times look real.")
@@ -70,7 +70,7 @@ async def run_demo(out: Output, *, channels: int = 5, speed: float = 30.0, pace:
         demo.fields([("session", session_id), ("publish url", channel.input.publish_url or "")])
 
         demo.step(3, "Watch the session live while a simulated encoder publishes  (client.watch_session),")
-        demo.say("   and its HLS output at the channel's liveStreamUrl  (client.playback)")
+        demo.say("   its HLS output at the channel's liveStreamUrl included  (playback=True)")
         with anyio.fail_after(60):  # a demo that hangs teaches nothing
             await demo.live_session(emu, client, channel, session_id)
 
@@ -107,6 +107,8 @@ class _Demo:
         self.seen: list[str] = []
         self.changed = asyncio.Condition()
         self.first_at: datetime | None = None
+        #: The emulator's clock: each line is timed when it is seen, in emulated time, whatever its source.
+        self.clock: Callable[[], datetime] | None = None
 
     def heading(self, text: str) -> None:
         self.say(text, style="bold")
@@ -143,47 +145,24 @@ class _Demo:
 
     async def live_session(self, emu: Emulator, client: SigmaClient, channel: Channel, session_id: str) -> None:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._watch, client, session_id)
-            tg.start_soon(self._watch_playback, emu, channel, session_id)
+            tg.start_soon(self._watch, emu, client, channel, session_id)
             await self._publish(emu, client, channel.id)
 
-    async def _watch(self, client: SigmaClient, session_id: str) -> None:
-        async for transition in client.watch_session(session_id, interval=0.1):
+    async def _watch(self, emu: Emulator, client: SigmaClient, channel: Channel, session_id: str) -> None:
+        # playback=True judges the HLS output too. Its clock is real time while the emulator's runs 30x fast: a
+        # stall is called after half a real second (15 emulated) without an advance, rather than 3 target durations.
+        async for transition in client.watch_session(
+            session_id, interval=0.1, channel_id=channel.id, playback=True, playback_stall_after=0.5
+        ):
             await self._seen(transition)
+            if isinstance(transition, PlaybackStalled):
+                await self._show_probe(client, channel.id, emu.clock.speed)
 
-    async def _watch_playback(self, emu: Emulator, channel: Channel, session_id: str) -> None:
-        """Stalls and resumes of the output, as the watcher's own ``playback_*`` transitions, until the first resume.
-
-        The output's clock is the emulator's (30x fast), so the judge is given that clock: its threshold, 3 target
-        durations, is 3 emulated seconds.
-        """
-        async with self.changed:
-            await self.changed.wait_for(lambda: "stable" in self.seen)  # from when the output exists
-        reader = PublicReader()
-        prober = Prober(reader, clock=emu.clock.elapsed)
-        speed = emu.clock.speed
-        counts = {"stalled": 0, "resumed": 0}
-        try:
-            url = channel.live_stream_url or ""
-            async for decision in prober.watch(url, interval=1.0, sleep=lambda s: anyio.sleep(s / speed)):
-                counts[decision.kind] += 1
-                t = to_transition(
-                    decision, session_id=session_id, channel_id=channel.id, at=emu.clock.now(),
-                    count=counts[decision.kind], previous=self.seen[-1] if self.seen else None,
-                )  # fmt: skip
-                await self._seen(t)
-                if isinstance(t, PlaybackStalled):
-                    await self._show_probe(prober, url, speed)
-                if isinstance(t, PlaybackResumed):
-                    return
-        finally:
-            await reader.aclose()
-
-    async def _show_probe(self, prober: Prober, url: str, speed: float) -> None:
+    async def _show_probe(self, client: SigmaClient, channel_id: str, speed: float) -> None:
         if self.out.json:
             return
         # One look judges by Last-Modified, in whole seconds: it agrees with the watch an emulated second or two on.
-        while (report := await prober.probe(url)).state != "stalled":  # noqa: ASYNC110 - polling an HTTP read
+        while (report := await client.playback.probe(channel_id)).state != "stalled":  # noqa: ASYNC110
             await anyio.sleep(0.5 / speed)
         self.say(f"   client.playback.probe(channel): {report.state}")
         rows = [[f"   {r.name}", str(r.media_sequence), f"{r.age or 0:.0f} s", r.state] for r in report.renditions]
@@ -220,8 +199,9 @@ class _Demo:
         if self.out.json:
             self.out.json_line(t)
             return
-        self.first_at = self.first_at or t.at
-        offset = int((t.at - self.first_at).total_seconds())
+        seen = self.clock() if self.clock is not None else t.at
+        self.first_at = self.first_at or seen
+        offset = max(0, int((seen - self.first_at).total_seconds()))
         server = f'  server: "{t.event.message}"' if t.event is not None and t.event.message else ""
         if isinstance(t, (PlaybackStalled, PlaybackResumed)):
             server = f"  renditions: {', '.join(t.renditions)} ({t.reason})"

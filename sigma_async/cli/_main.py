@@ -133,8 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     watch = leaf(commands, "watch", _watch.watch, "print a session's transitions as they happen, until it ends")
     watch.set_defaults(client_class=_watch.ReportingClient)
-    watch.add_argument("session_id", metavar="SESSION", nargs="?")
+    watch.add_argument("session_id", metavar="SESSION[@CHANNEL]", nargs="?",
+                       help="the session; @CHANNEL names its channel (the API cannot), which --playback needs")
     watch.add_argument("--channel", metavar="CHANNEL", help="follow a channel across its sessions instead")
+    watch.add_argument("--playback", action="store_true",
+                       help="judge the HLS output too: playback_stalled / playback_resumed between live and ended")
+    watch.add_argument("--playback-stall-after", type=cmd.positive, metavar="SECONDS",
+                       help="seconds without an advance that make a stall (default: 3 target durations)")
     watch.add_argument("--interval", type=cmd.positive, default=2.0, help="seconds between polls (default: 2)")
     watch.add_argument("--since", metavar="CURSOR", help="resume after this transition's cursor (from --json)")
     watch.add_argument("--max-silence", type=cmd.positive, metavar="SECONDS",
@@ -217,6 +222,8 @@ def _main(argv: Sequence[str] | None) -> int:
         args.subparser.error("give a SESSION, or --channel CHANNEL (not both)")
     if args.command == "watch" and args.since and args.channel:
         args.subparser.error("--since resumes one session: it does not go with --channel")
+    if args.command == "watch" and args.playback and args.session_id and "@" not in args.session_id:
+        args.subparser.error("--playback needs the session's channel: give SESSION@CHANNEL (the API cannot tell it)")
     _set_logging(getattr(args, "verbose", 0))
     _tolerate_any_encoding()
     out = Output(json_mode=getattr(args, "json", False))

@@ -66,6 +66,10 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> argparse.Argum
     parser.add_argument("--webhook-secret", metavar="S", help=f"sign webhook bodies (or {WEBHOOK_SECRET_ENV})")
     parser.add_argument("--dead-letter", metavar="SINK",
                         help="where rejected records go (default: rejected.jsonl beside a file: store, else stderr)")
+    parser.add_argument("--playback", action="store_true", default=None,
+                        help="judge each session's HLS output too: playback_stalled / playback_resumed records")
+    parser.add_argument("--playback-stall-after", type=positive, metavar="S",
+                        help="seconds without an advance that make a stall (default: 3 target durations)")
     parser.add_argument("--metrics-addr", metavar="HOST:PORT",
                         help="serve Prometheus metrics and /healthz here (127.0.0.1:9464 for this host only)")
     parser.add_argument("--metrics-port", type=_port, metavar="N",
@@ -91,6 +95,8 @@ async def _relay(client: SigmaClient, config: RelayConfig, out: Output) -> int:
     secret = config.webhook_secret or None
     sessions = [split_session(s) for s in config.sessions]
     monitor_kw: dict[str, Any] = {"poll": config.poll} if config.poll else {}
+    if config.playback:
+        monitor_kw.update(playback=True, playback_stall_after=config.playback_stall_after)
     metrics_at = _metrics_address(config)
 
     relay: Relay | None = None
@@ -208,7 +214,7 @@ def _settings(args: argparse.Namespace) -> RelayConfig:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     for name in ("sink", "store", "interval", "poll", "replica", "lease_ttl", "metrics_port", "metrics_addr",
-                 "dead_letter"):
+                 "dead_letter", "playback", "playback_stall_after"):
         value = getattr(args, name)
         if value is not None:
             setattr(config, name, value)

@@ -16,7 +16,7 @@ from anyio.abc import TaskStatus
 from .._client import SigmaClient
 from .._protocol import Request, Response
 from ..errors import APIConnectionError, APIStatusError, SigmaError
-from ..transitions import Transition, Unknown
+from ..transitions import PlaybackResumed, PlaybackStalled, Transition, Unknown
 from ._output import Output, describe_error, fmt_time
 
 __all__ = ["KIND_STYLES", "OutageNotice", "ReportingClient", "transition_line", "watch"]
@@ -30,20 +30,25 @@ KIND_STYLES = {
     "stopped": "cyan",
     "ended": "bold cyan",
     "unknown": "magenta",
+    "playback_stalled": "bold red",
+    "playback_resumed": "green",
 }
 
 
 async def watch(client: SigmaClient, args: argparse.Namespace, out: Output) -> int:
     if isinstance(client, ReportingClient):
         client.notice = OutageNotice(out, max_silence=args.max_silence)
+    playback = {"playback": True, "playback_stall_after": args.playback_stall_after} if args.playback else {}
     if args.channel:
-        stream = client.watch_channel(args.channel, interval=args.interval, max_silence=args.max_silence)
+        stream = client.watch_channel(args.channel, interval=args.interval, max_silence=args.max_silence, **playback)
         hello = f"watching channel {args.channel} across its sessions (Ctrl-C to stop)"
     else:
+        session_id, _, channel_id = args.session_id.partition("@")
         stream = client.watch_session(
-            args.session_id, interval=args.interval, since=args.since, max_silence=args.max_silence
-        )
-        hello = f"watching session {args.session_id} until it ends (Ctrl-C to stop)"
+            session_id, interval=args.interval, since=args.since, max_silence=args.max_silence,
+            channel_id=channel_id or None, **playback,
+        )  # fmt: skip
+        hello = f"watching session {session_id} until it ends (Ctrl-C to stop)"
     async with anyio.create_task_group() as tg:
         # SIGTERM (a process manager, `kill`) ends the watch as a request to stop, not as a failure: exit 0.
         terminated = await tg.start(_cancel_on_sigterm, tg.cancel_scope)
@@ -77,11 +82,13 @@ async def _cancel_on_sigterm(
 
 
 def transition_line(t: Transition) -> str:
-    """``2024-07-22 11:34:20Z  5017085c  stable        event   Kênh ổn định``."""
+    """``2024-07-22 11:34:20Z  5017085c  stable            event     Kênh ổn định``."""
     detail = (t.event.message or t.event.action) if t.event is not None else ""
+    if isinstance(t, (PlaybackStalled, PlaybackResumed)):
+        detail = f"{', '.join(t.renditions)}: {t.reason}"
     if isinstance(t, Unknown):
         detail = f"raw={t.raw!r} {detail}".rstrip()
-    return f"{fmt_time(t.at)}  {t.session_id[:8]}  {t.kind:<12}  {t.source:<6}  {detail}".rstrip()
+    return f"{fmt_time(t.at)}  {t.session_id[:8]}  {t.kind:<16}  {t.source:<8}  {detail}".rstrip()
 
 
 class OutageNotice:

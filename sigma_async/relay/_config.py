@@ -64,6 +64,8 @@ class RelayConfig:
     metrics_port: int | None = None
     metrics_addr: str | None = None
     dead_letter: str | None = None
+    playback: bool | None = None
+    playback_stall_after: float | None = None
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.name != "webhook_secret")
@@ -71,7 +73,7 @@ class RelayConfig:
 
     def check(self) -> None:
         """``ValueError`` naming the first setting that cannot work: a number out of range, a bad address."""
-        for name in ("interval", "lease_ttl"):
+        for name in ("interval", "lease_ttl", "playback_stall_after"):
             value = getattr(self, name)
             if value is not None and not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a number of seconds > 0 (and finite), not {value!r}")
@@ -81,12 +83,18 @@ class RelayConfig:
             parse_address(self.metrics_addr)
         for sid in self.sessions:
             split_session(sid)
+        if self.playback:
+            bare = [s for s in self.sessions if split_session(s)[1] is None]
+            if bare:
+                raise ValueError(
+                    f"playback needs each session's channel (the API cannot tell it): --session {bare[0]}@CHANNEL"
+                )
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "sink": (str,), "store": (str,), "sessions": (list,), "channels": (list,), "interval": (int, float),
     "poll": (str,), "replica": (str,), "lease_ttl": (int, float), "webhook_secret": (str,), "metrics_port": (int,),
-    "metrics_addr": (str,), "dead_letter": (str,),
+    "metrics_addr": (str,), "dead_letter": (str,), "playback": (bool,), "playback_stall_after": (int, float),
 }
 
 

@@ -99,6 +99,13 @@ class RelayMetrics:
             "sigma_relay_healthy", "1 while the relay's loops are alive and its leases renewed.", registry=registry
         )
         up.set_function(lambda: 1.0 if self.healthy() else 0.0)
+        self._stalled: set[str] = set()  # sessions whose output is stalled, by their delivered records
+        stalled = prometheus.Gauge(
+            "sigma_relay_playback_stalled",
+            "Sessions whose HLS output is stalled now (from playback_stalled/playback_resumed records delivered).",
+            registry=registry,
+        )
+        stalled.set_function(lambda: float(len(self._stalled)))
         # Present from the first scrape, at zero: a dashboard can tell "nothing yet" from "not reporting".
         for counter in (self._delivered, self._rejected, self._retried):
             counter.labels(sink=sink)
@@ -109,6 +116,10 @@ class RelayMetrics:
     def delivered(self, transition: Transition, lag: float) -> None:
         self._delivered.labels(sink=self.sink).inc()
         self._lag.labels(sink=self.sink).observe(max(0.0, lag))
+        if transition.kind == "playback_stalled":
+            self._stalled.add(transition.session_id)
+        elif transition.kind in ("playback_resumed", "ended"):
+            self._stalled.discard(transition.session_id)
 
     def rejected(self, transition: Transition, detail: str) -> None:
         self._rejected.labels(sink=self.sink).inc()

@@ -103,3 +103,36 @@ def test_watch_prints_one_line_per_stall_and_resume_until_ctrl_c(server: Server,
     assert code == 130
     assert printed and all("playback_" in line for line in printed)  # nothing but stalls and resumes
     assert "Traceback" not in "\n".join(complaints)
+
+
+def test_watch_with_playback_prints_the_stall_and_the_resume_between_live_and_ended(
+    server: Server, channel: str
+) -> None:
+    sid = json.loads(ok(run(server, "--json", "sessions", "list", channel)).stdout.splitlines()[0])["id"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sigma_async", "watch", f"{sid}@{channel}", "--playback", "--json",
+         "--interval", "0.1", "--playback-stall-after", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=server.env,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    lines = Lines(proc.stdout)
+    try:
+        lines.expect('"kind":"stable"')
+        control(server, f"/_emulator/channels/{channel}/playback/stall")
+        lines.expect('"kind":"playback_stalled"')
+        stalled = json.loads(lines.seen[-1])
+        control(server, f"/_emulator/channels/{channel}/playback/resume")
+        lines.expect('"kind":"playback_resumed"')
+        ok(run(server, "channels", "stop", channel))
+        lines.expect('"kind":"ended"')
+        _, err = proc.communicate(timeout=15)
+    finally:
+        proc.kill() if proc.poll() is None else None
+        proc.wait()
+    assert proc.returncode == 0 and "Traceback" not in err
+    assert stalled["renditions"] == ["1080p", "720p", "480p"] and stalled["channel_id"] == channel
+
+
+def test_watch_playback_without_the_sessions_channel_is_a_usage_error(server: Server, channel: str) -> None:
+    result = run(server, "watch", "some-session", "--playback")
+    assert result.returncode == 2 and "SESSION@CHANNEL" in result.stderr

@@ -112,6 +112,7 @@ async def test_a_signed_webhook_with_the_secret_from_the_environment(emu: Emulat
         (["--sink", "-", "--session", "s-1", "--replica", "a"], "--replica needs a shared store"),
         (["--sink", "-", "--session", "../x"], "session id"),
         (["--sink", "-", "--config", "/nonexistent/relay.toml"], "cannot read config file"),
+        (["--sink", "-", "--session", "s-1", "--playback"], "playback needs each session's channel"),
     ],
 )
 async def test_usage_errors_exit_2_with_one_line(emu: Emulator, args: list[str], message: str) -> None:

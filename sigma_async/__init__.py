@@ -68,7 +68,7 @@ from .transitions import (
     decode_transition,
 )
 from .watch import DEFAULT_TABLE as DEFAULT_KIND_TABLE
-from .watch import KindTable, Monitor
+from .watch import FeedRefused, KindTable, Monitor
 
 __all__ = [
     "DEFAULT_KIND_TABLE",
@@ -98,6 +98,7 @@ __all__ = [
     "Event",
     "EventAction",
     "Events",
+    "FeedRefused",
     "Initializing",
     "Interrupted",
     "KindTable",
@@ -130,8 +131,8 @@ __all__ = [
     "Status",
     "Stopped",
     "Transition",
-    "UnprocessableEntityError",
     "Unknown",
+    "UnprocessableEntityError",
     "WatchError",
     "__version__",
     "catchup_playlist_url",

@@ -148,7 +148,7 @@ class Engine(Scheduler):
             return
         channel.alive = False
         for watched in self._claims_of(channel_id):
-            watched.channels.discard(channel_id)
+            watched.channels = tuple(c for c in watched.channels if c != channel_id)
             if not watched.claimed:
                 self.drop_session(watched, purge=True)
 
@@ -219,7 +219,7 @@ class Engine(Scheduler):
         tracker = watched.tracker
         if watched.pending:
             events = events + watched.pending
-            watched.pending = []
+            watched.pending = None
         started_at = watched.row.started_at if watched.row is not None else None
         watched.row_moved = False
         fresh = [e for e in events if not tracker.knows(e)]
@@ -336,7 +336,8 @@ class Engine(Scheduler):
     def _take_up(self, channel_id: str, session_id: str, *, since: str | None, row: Session | None) -> None:
         watched = self.sessions.get(session_id)
         if watched is not None:
-            watched.channels.add(channel_id)
+            if channel_id not in watched.channels:
+                watched.channels += (channel_id,)
             if watched.tracker.channel_id is None:
                 watched.tracker.channel_id = channel_id
             if row is not None:

@@ -64,7 +64,7 @@ def route(engine: Engine, by_session: dict[str, list[Event]]) -> None:
         if watched is None or watched.plan.mode != "fed":
             continue
         if watched.busy or not watched.started:
-            watched.pending.extend(events)  # fed with its own read, in order
+            watched.pending = [*(watched.pending or ()), *events]  # fed with its own read, in order
             continue
         tracker = watched.tracker
         fresh = [e for e in events if not tracker.knows(e)]

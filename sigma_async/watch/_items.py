@@ -57,10 +57,11 @@ class WatchedSession(Item):
         self.tracker = tracker
         self.plan = plan
         self.direct = direct
-        self.channels: set[str] = {channel} if channel is not None else set()
+        # A tuple, not a set: a session has a claim or two, and a tuple of strings is not tracked by the GC.
+        self.channels: tuple[str, ...] = (channel,) if channel is not None else ()
         self.row: Session | None = None  # its newest row in a channel's listing: status and startedAt
         self.row_moved = False
-        self.pending: list[Event] = []  # events the feed routed here while a read of its own was running
+        self.pending: list[Event] | None = None  # events the feed routed here while its own read was running
         self.next_resync = 0.0
         self.output: WatchedOutput | None = None  # its HLS output's watch, with playback=True, once on air
 

@@ -1,0 +1,85 @@
+"""What a watched session costs the process: a few small objects, counted, so the number cannot creep back up."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import tracemalloc
+from datetime import timedelta
+
+import pytest
+
+from sigma_async.models import Event, Page, SessionStatus
+from sigma_async.watch._engine import Engine
+
+from ._sim import START, VirtualClock
+
+SESSIONS = 2_000
+
+
+class Quiet:
+    """Every session is live, with the three events the emulator writes when it goes on air."""
+
+    class events:
+        @staticmethod
+        async def list(session_id: str, *, page: int = 1, per_page: int = 100) -> Page[Event]:
+            data = [
+                Event(id=f"{session_id}-{n}", action=action, created_at=START + timedelta(seconds=n),
+                      session_id=session_id, updated_at=START + timedelta(seconds=n))
+                for n, action in reversed(list(enumerate(["initialize", "start", "stable"])))
+            ]  # fmt: skip
+            return Page(data=data[(page - 1) * per_page : page * per_page], total=3)
+
+        @staticmethod
+        async def list_app(*, page: int = 1, per_page: int = 100) -> Page[Event]:
+            return Page(data=[], total=0)
+
+    class sessions:
+        @staticmethod
+        async def status(session_id: str) -> SessionStatus:
+            return SessionStatus(status="live")
+
+
+@pytest.mark.parametrize("poll", ["lean", "feed"])
+async def test_a_watched_session_is_a_few_small_objects_and_no_task(poll: str) -> None:
+    clock = VirtualClock()
+    engine = Engine(Quiet(), interval=2.0, poll=poll, clock=clock, stay_open=True, max_buffer=10 * SESSIONS)  # type: ignore[arg-type]
+    gc.collect()
+    objects_before = len(gc.get_objects())
+    tasks_before = len(asyncio.all_tasks())
+    tracemalloc.start()
+    try:
+        for n in range(SESSIONS):
+            engine.add_session(f"s-{n:05d}")
+        engine.start()
+        # Every session polled twice: its history read, then a poll with nothing new.
+        got = 0
+        for _ in range(2):
+            clock.advance(clock.t + 2.5)
+            await settle(engine)
+            while engine._out:
+                await engine.next()
+                got += 1
+        gc.collect()
+        size, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    objects = (len(gc.get_objects()) - objects_before) / SESSIONS
+    tasks = len(asyncio.all_tasks()) - tasks_before
+    await engine.aclose()
+    # The session, its tracker, its read window, its plan, the set of the event ids it took in, its heap entry.
+    assert got == 4 * SESSIONS, "each session was read: initializing, started, live, stable"
+    # Measured: 6.0 objects and about 1.6 KiB per session (Python 3.11).
+    assert objects <= 6.5, f"{objects:.1f} GC-tracked objects per watched session"
+    assert tasks <= 1, "one loop, not a task per session"
+    assert size / SESSIONS < 2.5 * 1024, f"{size / SESSIONS:.0f} bytes per watched session"
+
+
+async def settle(engine: Engine) -> None:
+    """Run the loop until every read that is due has been made and fed back."""
+    for _ in range(100_000):
+        await asyncio.sleep(0)
+        due = engine._heap and engine._heap[0][0] <= engine.clock.now()
+        if not engine._reads and engine._waiter is not None and not due:
+            return
+    raise AssertionError("the loop never came to rest")

@@ -357,6 +357,17 @@ class Sessions(_Resource):
         proto.build_list_sessions(channel_id, 1, per_page)  # validate now, not at the first ``anext``
         return walk_pages(lambda p: self.list(channel_id, page=p, per_page=per_page), per_page, lambda s: s.id)
 
+    async def list_app(
+        self, *, page: int = 1, per_page: int = 100, sort: str = proto.DEFAULT_SORT
+    ) -> Page[Session]:
+        """Sessions of every channel of the app, newest first: what a fed monitor starts from.
+
+        The vendor page documents session listings filtered by channel only; this is the same listing without
+        ``q``. A server that refuses it answers with an error, and the monitor reads each session on its own.
+        """
+        request = proto.build_list_app_sessions(page, per_page, sort)
+        return await self._client._call(request, proto.SESSION_PAGE_DECODER)
+
     async def status(self, session_id: str) -> SessionStatus:
         return await self._client._call(proto.build_session_status(session_id), proto.STATUS_DECODER)
 

@@ -173,9 +173,18 @@ def build_list_events(session_id: str, page: int = 1, per_page: int = 100, sort:
 
 def build_list_app_events(page: int = 1, per_page: int = 100, sort: str = DEFAULT_SORT) -> Request:
     """The events of every session of the app: the listing without ``q`` (see ``Events.list_app``)."""
+    return _app_listing("events", page, per_page, sort)
+
+
+def build_list_app_sessions(page: int = 1, per_page: int = 100, sort: str = DEFAULT_SORT) -> Request:
+    """The sessions of every channel of the app: the listing without ``q`` (see ``Sessions.list_app``)."""
+    return _app_listing("sessions", page, per_page, sort)
+
+
+def _app_listing(resource: str, page: int, per_page: int, sort: str) -> Request:
     _check_paging(page, per_page)
     return Request(
-        "GET", f"{API_PREFIX}/events?sort={_quoted_sort(sort)}&page={page}&perPage={per_page}", Operation.LIST
+        "GET", f"{API_PREFIX}/{resource}?sort={_quoted_sort(sort)}&page={page}&perPage={per_page}", Operation.LIST
     )
 
 

@@ -78,6 +78,9 @@ class Engine(Scheduler):
         self.channels: dict[str, WatchedChannel] = {}
         self.feed: WatchedFeed | None = WatchedFeed() if poll in ("feed", "auto") else None
         self._feed_scheduled = False
+        # Fed sessions added before the feed's first answer wait for it, with when they would have read: the feed
+        # starts them all from the app-wide listings at once (``_fed.bootstrap``), or lets each read on its own.
+        self.parked: dict[str, tuple[WatchedSession, float]] | None = {} if self.feed is not None else None
         self.outputs = _outputs.Outputs(self, client, playback_stall_after) if playback else None
 
     @property
@@ -294,8 +297,22 @@ class Engine(Scheduler):
     def _register(self, watched: WatchedSession, due: float) -> None:
         watched.last_ok = self.now()
         self.sessions[watched.ident] = watched
-        self.schedule(watched, due)
+        if self.parked is not None and watched.plan.mode == "fed":
+            self.parked[watched.ident] = (watched, due)
+        else:
+            self.schedule(watched, due)
         self.start_feed()
+
+    def unpark(self) -> dict[str, tuple[WatchedSession, float]]:
+        """Take the sessions waiting for the feed's first answer; from now on sessions poll as they come."""
+        parked, self.parked = self.parked or {}, None
+        return {sid: entry for sid, entry in parked.items() if entry[0].alive}
+
+    def release(self, parked: dict[str, tuple[WatchedSession, float]]) -> None:
+        """Let these sessions make their own first read, when they would have."""
+        for watched, due in parked.values():
+            if watched.alive and not watched.busy:
+                self.schedule(watched, due)
 
     # -- channels -------------------------------------------------------------------------------------------
 

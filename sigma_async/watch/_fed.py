@@ -8,31 +8,42 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final
 
-from ..errors import SigmaError
-from ..models import Event
+from ..errors import APIStatusError, ResponseDecodeError, SigmaError
+from ..models import Event, Page, Session
+from ._api import WatchClient
 from ._feed import FEED_PAGE_SIZE, FeedRefused, refuses_feed
-from ._items import WatchedFeed
-from ._plan import announces
+from ._items import WatchedFeed, WatchedSession
+from ._plan import ReadPlan, announces
 from ._reads import describe, read_back
+from ._tracker import SessionTracker
+from ._window import LATE_WINDOW, written
 
 if TYPE_CHECKING:
     from ._engine import Engine
 
-__all__ = ["feed_failed", "poll_feed", "route"]
+__all__ = ["BOOTSTRAP_MIN", "Bootstrap", "bootstrap", "feed_failed", "poll_feed", "route"]
 
 logger = logging.getLogger("sigma_async")
 
+#: Sessions waiting at start below which each reads itself (two requests each cost less than the listings).
+BOOTSTRAP_MIN: Final = 50
+#: Pages of the app-wide events listing the start may read before the sessions it did not reach read themselves.
+MAX_BOOTSTRAP_PAGES: Final = 2_000
+
 
 async def poll_feed(engine: Engine, feed: WatchedFeed) -> None:
-    """One pass of the feed: the probe first, then every page back to what the last pass read."""
+    """One pass of the feed: at first the probe (and the start of the sessions waiting for it), then every page
+    back to what the last pass read."""
     view = feed.view
     fetch = engine.client.events.list_app
     try:
         if not view.probed:
             page = await engine.guarded(feed, fetch(page=1, per_page=FEED_PAGE_SIZE))
             view.check_probe(page)
+            await start_sessions(engine, feed, page)
             events: list[Event] = []
         else:
             events = await engine.guarded(
@@ -43,6 +54,7 @@ async def poll_feed(engine: Engine, feed: WatchedFeed) -> None:
         if isinstance(exc, FeedRefused) or refuses_feed(exc):
             feed_failed(engine, exc)
         else:
+            engine.release(engine.unpark())  # while the feed is failing, each session reads on its own
             engine.failed(feed, exc)
         return
     feed.busy = False
@@ -54,6 +66,122 @@ async def poll_feed(engine: Engine, feed: WatchedFeed) -> None:
     # A fixed beat: the time a read takes does not add to the lag of the next; behind the beat, read at once.
     feed.beat = max(feed.beat + engine.interval, now)
     engine.schedule(feed, feed.beat)
+
+
+async def start_sessions(engine: Engine, feed: WatchedFeed, first: Page[Event]) -> None:
+    """The sessions that waited for the feed's first answer: started together from the app-wide listings when
+    there are many (``bootstrap``), each with its own first read otherwise, or where the listings fall short."""
+    parked = engine.unpark()
+    started: set[str] = set()
+    if len(parked) >= BOOTSTRAP_MIN:
+        try:
+            found = await engine.guarded(feed, bootstrap(engine.client, parked, first))
+        except SigmaError as exc:
+            if not isinstance(exc, APIStatusError) and not isinstance(exc, ResponseDecodeError):
+                engine.release(parked)
+                raise  # a connection failure: the feed backs off; the sessions read on their own meanwhile
+            logger.info("monitor: the app-wide sessions listing (%s); each session reads on its own", describe(exc))
+        else:
+            started = _feed_started(engine, parked, found)
+            feed.view.window.note_all(found.events)
+    engine.release({sid: entry for sid, entry in parked.items() if sid not in started})
+
+
+def _feed_started(
+    engine: Engine, parked: dict[str, tuple[WatchedSession, float]], found: Bootstrap
+) -> set[str]:
+    """Feed each parked session found whole in the bootstrap as its first read; the ones fed."""
+    by_session: dict[str, list[Event]] = {}
+    for event in found.events:
+        if event.session_id in parked:
+            by_session.setdefault(event.session_id, []).append(event)
+    at = engine.clock.wall()
+    now = engine.now()
+    started = set()
+    for sid, (watched, _) in parked.items():
+        row = found.rows.get(sid)
+        if row is None or not watched.alive or not found.covers(watched.tracker, row):
+            continue
+        started.add(sid)
+        tracker = watched.tracker
+        events = by_session.get(sid, [])
+        fresh = [e for e in events if not tracker.knows(e)]
+        transitions = tracker.feed(row.status, events, at, started_at=row.started_at)
+        watched.plan.polled(ReadPlan(status=True, events=True), fresh, engine.table)
+        watched.succeeded(now)
+        # Resyncs spread evenly over one period from now, never bunched at start.
+        watched.next_resync = now + engine.resync * random.uniform(0.0, 1.0)
+        engine.emit_session(watched, transitions)
+        if watched.alive:
+            engine.schedule(watched, engine.next_due(watched))
+    return started
+
+
+class Bootstrap:
+    """What the app-wide listings showed at start: the rows of the sessions found, and every event back to
+    ``reached`` (None: the events listing was read to its end)."""
+
+    __slots__ = ("events", "reached", "rows")
+
+    def __init__(self, rows: dict[str, Session], events: list[Event], reached: datetime | None) -> None:
+        self.rows = rows
+        self.events = events
+        self.reached = reached
+
+    def covers(self, tracker: SessionTracker, row: Session) -> bool:
+        """Whether the events read reach back far enough for this session: to its start, or to its cursor."""
+        if self.reached is None:
+            return True
+        need = _needed_back_to(tracker, row)
+        return need is not None and need >= self.reached
+
+
+async def bootstrap(
+    client: WatchClient, parked: dict[str, tuple[WatchedSession, float]], first: Page[Event]
+) -> Bootstrap:
+    """Read the app-wide sessions listing until every parked session is found (or a bound), then the app-wide
+    events back to the oldest point one of them needs: ``O(items / page)`` requests, not two per session."""
+    rows: dict[str, Session] = {}
+    want = set(parked)
+    pages = 2 + (2 * len(want)) // FEED_PAGE_SIZE
+    for number in range(1, pages + 1):
+        listed = await client.sessions.list_app(page=number, per_page=FEED_PAGE_SIZE)
+        rows.update((row.id, row) for row in listed.data if row.id in want)
+        if len(rows) == len(want) or len(listed.data) < _served(listed.per_page):
+            break
+    needs = [_needed_back_to(parked[sid][0].tracker, row) for sid, row in rows.items()]
+    if not rows or any(n is None for n in needs):
+        return Bootstrap(rows, list(first.data), _oldest(first.data) if _full(first) else None)
+    floor = min(n for n in needs if n is not None)
+    found: dict[str, Event] = {e.id: e for e in first.data}
+    page, number = first, 1
+    while _full(page) and (oldest := _oldest(page.data)) is not None and oldest >= floor:
+        if number >= MAX_BOOTSTRAP_PAGES:
+            return Bootstrap(rows, list(found.values()), oldest)
+        number += 1
+        page = await client.events.list_app(page=number, per_page=FEED_PAGE_SIZE)
+        found.update((e.id, e) for e in page.data)
+    return Bootstrap(rows, list(found.values()), _oldest(page.data) if _full(page) else None)
+
+
+def _needed_back_to(tracker: SessionTracker, row: Session) -> datetime | None:
+    # A resumed session needs what it may not have read: from its cursor's mark, less the late window; a new
+    # one needs its whole history, from its creation.
+    if tracker.mark is not None:
+        return tracker.mark - LATE_WINDOW
+    return row.created_at
+
+
+def _oldest(events: list[Event]) -> datetime | None:
+    return min((written(e) for e in events), default=None)
+
+
+def _full(page: Page[Any]) -> bool:
+    return len(page.data) >= _served(page.per_page) and (page.total is None or len(page.data) < page.total)
+
+
+def _served(per_page: int | None) -> int:
+    return per_page if per_page is not None and 0 < per_page < FEED_PAGE_SIZE else FEED_PAGE_SIZE
 
 
 def route(engine: Engine, by_session: dict[str, list[Event]]) -> None:
@@ -94,6 +222,7 @@ def feed_failed(engine: Engine, exc: SigmaError) -> None:
         engine.end_with(failure)
         return
     logger.warning("monitor: %s; polling each session on its own instead (poll='lean')", failure)
+    engine.unpark()  # every session is scheduled below
     if engine.feed is not None:
         engine.feed.alive = False
     engine.feed = None

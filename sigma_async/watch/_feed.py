@@ -20,7 +20,7 @@ __all__ = ["DEFAULT_RESYNC", "FEED_PAGE_SIZE", "FeedRefused", "FeedView", "refus
 #: cannot show, such as a status that changes without an event.
 DEFAULT_RESYNC: Final = 300.0
 #: Events per page of the app-wide listing.
-FEED_PAGE_SIZE: Final = 100
+FEED_PAGE_SIZE: Final = 1000
 #: Event keys the feed keeps to tell what it has read: many passes' worth, a few megabytes at most.
 FEED_WINDOW_KEYS: Final = 50_000
 

@@ -72,12 +72,13 @@ async def read_back(fetch: _Fetch, ends_read: Callable[[Event], bool], per_page:
     A page is read whole, never cut at the first event read before: an event listed late or out of order sits
     among events already read, and is found on that page. A page that ends in an event still unread may have
     more below it, so the read goes on. Events seen on an earlier page of the same read (pages shift down while
-    events are written) are expected; only pages that bring nothing new, several in a row, mean a server that
-    repeats itself.
+    events are written) are expected, even a whole page of them; only the same page several times in a row
+    means a server that repeats itself.
     """
     found: dict[str, Event] = {}
     stale = 0
     page_number = 1
+    previous: list[str] = []
     while page_number <= MAX_PAGES_PER_POLL:
         page = await fetch(page_number, per_page)
         fresh = 0
@@ -90,7 +91,11 @@ async def read_back(fetch: _Fetch, ends_read: Callable[[Event], bool], per_page:
             return list(found.values())
         if ends_read(page.data[-1]):
             return list(found.values())
-        stale = stale + 1 if fresh == 0 else 0
+        # A page of events all seen on earlier pages of this read is one shifted down by events written since:
+        # go on. Only the same page again and again is a server repeating itself.
+        ids = [e.id for e in page.data]
+        stale = stale + 1 if fresh == 0 and ids == previous else 0
+        previous = ids
         if stale >= STALE_PAGE_LIMIT:
             raise IncompleteRead(f"{what}: the events listing repeats the same page")
         page_number += 1

@@ -235,14 +235,20 @@ class _Sessions:
 
     async def list(self, channel_id: str, *, page: int = 1, per_page: int = 100) -> Page[Session]:
         self.server.read()
-        rows = [s for s in self.server.sessions.values() if s.channel_id == channel_id]
+        return _page(self._rows(channel_id), page, per_page)
+
+    async def list_app(self, *, page: int = 1, per_page: int = 100) -> Page[Session]:
+        self.server.read()
+        return _page(self._rows(None), page, per_page)
+
+    def _rows(self, channel_id: str | None) -> list[Session]:
+        rows = [s for s in self.server.sessions.values() if channel_id is None or s.channel_id == channel_id]
         rows.sort(key=lambda s: (s.updated_at, s.id), reverse=True)
-        listed = [
+        return [
             Session(id=s.id, status=s.status, channel_id=s.channel_id, created_at=s.created_at,
                     updated_at=s.updated_at, started_at=s.started_at)
             for s in rows
         ]  # fmt: skip
-        return _page(listed, page, per_page)
 
     async def status(self, session_id: str) -> SessionStatus:
         self.server.read()

@@ -117,3 +117,52 @@ async def test_a_transient_failure_of_the_probe_is_retried_and_auto_keeps_the_fe
     assert sum(1 for e in listed if app_wide(e)) >= 2, "the feed was read after its probe"
     # Fed: after its first read the session's own events listing is not read every interval.
     assert sum(1 for e in listed if not app_wide(e)) <= 2
+
+
+async def test_a_fed_monitor_of_many_sessions_starts_from_the_app_wide_listings(
+    emu: Emulator, client: SigmaClient
+) -> None:
+    sids = [on_air(emu, f"many-{i}")[1] for i in range(60)]
+    kinds: dict[str, list[str]] = {sid: [] for sid in sids}
+    with anyio.fail_after(15):
+        async with client.monitor(session_ids=sids, interval=FAST, poll="feed") as monitor:
+            async for t in monitor:
+                kinds[t.session_id].append(t.kind)
+                if all(k[-1:] == ["stable"] for k in kinds.values()):
+                    break
+    assert all(k == ["initializing", "started", "live", "stable"] for k in kinds.values())
+    own_reads = [e for e in emu.journal.entries("GET /events") if not app_wide(e)]
+    assert own_reads == [] and emu.journal.count("GET /sessions/{id}/status") == 0, "no read per session at start"
+    assert emu.journal.count("GET /sessions") <= 3, "the app-wide sessions listing, a page or two"
+
+
+async def test_a_fed_monitor_resumed_from_cursors_reads_what_changed_while_it_was_down(
+    emu: Emulator, client: SigmaClient
+) -> None:
+    channels = dict(on_air(emu, f"resumed-{i}") for i in range(60))
+    cursors: dict[str, str] = {}
+    on_air_now: set[str] = set()
+    with anyio.fail_after(15):
+        async with client.monitor(session_ids=list(channels.values()), interval=FAST, poll="feed") as monitor:
+            async for t in monitor:
+                cursors[t.session_id] = t.cursor  # what a relay saves
+                if t.kind == "stable":
+                    on_air_now.add(t.session_id)
+                if len(on_air_now) == len(channels):
+                    break
+    # While nothing watches, each session loses its signal.
+    for channel_id in channels:
+        emu.interrupt_signal(channel_id)
+    before = len(emu.journal.entries())
+    got: dict[str, list[str]] = {sid: [] for sid in channels.values()}
+    with anyio.fail_after(15):
+        async with client.monitor(
+            session_ids=list(channels.values()), interval=FAST, poll="feed", cursors=cursors
+        ) as monitor:
+            async for t in monitor:
+                got[t.session_id].append(t.kind)
+                if all(k for k in got.values()):
+                    break
+    assert all(k == ["interrupted"] for k in got.values()), "each session went on from its cursor"
+    requests = emu.journal.entries()[before:]
+    assert not [e for e in requests if e.route == "GET /events" and not app_wide(e)], "no read per session"

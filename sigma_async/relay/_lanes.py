@@ -46,7 +46,7 @@ class Lane:
     cursors are saved in order; the lane is forgotten once both are idle and nothing is queued.
     """
 
-    __slots__ = ("busy", "key", "queue", "saving", "session_id", "unsaved", "waiting")
+    __slots__ = ("busy", "ended_in", "key", "queue", "saving", "session_id", "unsaved", "waiting")
 
     def __init__(self, session_id: str, key: str) -> None:
         self.session_id = session_id
@@ -55,6 +55,7 @@ class Lane:
         self.busy = False
         self.saving = False
         self.unsaved: str | None = None  # the cursor of the last record taken (DONE after Ended), not yet saved
+        self.ended_in: str | None = None  # the channel whose session ended with the unsaved cursor
         self.waiting: set[anyio.CancelScope] = set()  # backoff waits in progress, cut short when released
 
 
@@ -70,6 +71,7 @@ class LaneWork:
     stats: RelayStats
     _outages: dict[int, Outage]
     _cursors: dict[str, str]
+    _channel_ends: dict[str, str]
     _owned: set[str]
     _lanes: dict[str, Lane]
     _pending: int
@@ -122,7 +124,11 @@ class LaneWork:
         # The next record goes out while this cursor is saved: a save waits for the store (an fsync, a round
         # trip), delivery waits only for the sink. Cursors saved while one save is in flight collapse into the
         # latest, so a burst of one session costs one save, not one per record.
-        lane.unsaved = DONE if transition.is_terminal else transition.cursor
+        if transition.is_terminal and lane.key != session_key(lane.session_id) and transition.channel_id:
+            # Reached through a channel: its Ended cursor is where a restart resumes the channel's listing.
+            lane.unsaved, lane.ended_in = transition.cursor, transition.channel_id
+        else:
+            lane.unsaved = DONE if transition.is_terminal else transition.cursor
         if not lane.saving and self._lanes_tg is not None:
             lane.saving = True
             self._lanes_tg.start_soon(self._save_latest, lane, name=f"sigma-async relay save {lane.session_id}")
@@ -243,7 +249,9 @@ class LaneWork:
 
     async def _write(self, lane: Lane, cursor: str) -> None:
         sid = lane.session_id
-        if cursor != DONE:
+        if lane.ended_in is not None and cursor != DONE:
+            await self._channel_ended(sid, lane.ended_in, cursor)
+        elif cursor != DONE:
             await self.store.save(sid, cursor)
         elif lane.key == session_key(sid):
             # Watched directly: a done-marker stays while it is listed, and no replica leases it again.
@@ -251,10 +259,18 @@ class LaneWork:
             self._owned.discard(lane.key)
             await self._finish(lane.key)
         else:
-            # Reached through a channel: the channel watch never takes an ended session up again without a
-            # cursor, so nothing needs keeping.
             await self.store.drop(sid)
             self._cursors.pop(sid, None)
+
+    async def _channel_ended(self, sid: str, channel_id: str, cursor: str) -> None:
+        """A channel's session ended: its Ended cursor stays, as the one marker of the channel, so that a restart
+        reports every session created since (those that came and went while the relay was down); the previous
+        marker goes, so the store keeps one ended cursor per channel, not its history."""
+        await self.store.save(sid, cursor)
+        previous, self._channel_ends[channel_id] = self._channel_ends.get(channel_id), sid
+        if previous is not None and previous != sid:
+            await self.store.drop(previous)
+            self._cursors.pop(previous, None)
 
     async def _finish(self, key: str) -> None:
         finish = getattr(self.ownership, "finish", None)  # an Ownership written before it had one

@@ -12,6 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -20,6 +21,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from .._protocol import check_id
 from ..errors import AuthenticationError, PermissionDeniedError, SigmaError
 from ..transitions import Transition
+from ..watch._cursor import decode_cursor
 from ._base import (
     DONE,
     CursorStore,
@@ -115,6 +117,7 @@ class Relay(LaneWork):
         if dead_letter is not None:
             self._outages[id(dead_letter)] = Outage(f"the dead-letter {dead_letter!r}", self.stats)
         self._cursors: dict[str, str] = {}
+        self._channel_ends: dict[str, str] = {}  # channel id -> its newest ended session, kept as its marker
         self._owned: set[str] = set()
         self._lanes: dict[str, Lane] = {}
         self._pending = 0
@@ -184,12 +187,16 @@ class Relay(LaneWork):
         ready.started()
 
     async def _load_cursors(self, *, prune: bool = False) -> dict[str, str]:
-        """The store's cursors, without done-markers; ``prune`` drops the markers of sessions no longer listed."""
+        """The store's cursors, without done-markers; ``prune`` drops the markers of sessions no longer listed,
+        and all but the newest ended cursor of each channel (a crash between a save and a drop leaves two)."""
         loaded = await self.store.load_all()
         if prune:
             for sid, value in loaded.items():
                 if value == DONE and session_key(sid) not in self.keys:
                     await self.store.drop(sid)  # the store follows the watch list, not the history
+            for sid in _older_channel_ends(loaded, self._channel_ends):
+                await self.store.drop(sid)
+                loaded.pop(sid)
         return {sid: value for sid, value in loaded.items() if value != DONE}
 
     # -- Claims: what ownership calls ------------------------------------------------------------------------
@@ -205,6 +212,9 @@ class Relay(LaneWork):
             since = await self.store.load(ident)
             if key not in self._owned or self._closing or self._stopping:
                 return  # released (or stopped) while reading
+            if since is not None and since != DONE and _is_ended(since, ident):
+                await self.store.save(ident, DONE)  # its channel's marker, and now listed: done is done
+                since = DONE
             if since == DONE:
                 self._owned.discard(key)
                 await self._finish(key)
@@ -299,3 +309,30 @@ class _Ready:
         if not self._done:
             self._done = True
             self._task_status.started()
+
+
+def _older_channel_ends(cursors: dict[str, str], newest: dict[str, str]) -> list[str]:
+    """The ended cursors of channel sessions but the newest of each channel (recorded in ``newest``)."""
+    ended: dict[str, list[tuple[datetime, str]]] = {}
+    for sid, cursor in cursors.items():
+        if cursor == DONE:
+            continue
+        try:
+            c = decode_cursor(cursor, sid)
+        except ValueError:
+            continue  # the watch will say so when it is given this one
+        if c.k == "ended" and c.c is not None and c.ca is not None:
+            ended.setdefault(c.c, []).append((c.ca, sid))
+    older = []
+    for channel_id, sessions in ended.items():
+        sessions.sort()
+        newest[channel_id] = sessions[-1][1]
+        older += [sid for _, sid in sessions[:-1]]
+    return older
+
+
+def _is_ended(cursor: str, session_id: str) -> bool:
+    try:
+        return decode_cursor(cursor, session_id).k == "ended"
+    except ValueError:
+        return False  # the watch will say what is wrong with it

@@ -141,7 +141,9 @@ class Engine(Scheduler):
         channel = WatchedChannel(view)
         channel.last_ok = self.now()
         self.channels[channel_id] = channel
-        self.schedule(channel, self.first_due())
+        # Its first look at once, not staggered: a session that starts and ends before it is seen only if the
+        # server's clock agrees with this one's (see ChannelView.since).
+        self.schedule(channel, self.now() + self.first_delay)
         for session_id, cursor in unfinished:
             self._take_up(channel_id, session_id, since=cursor, row=None)
 

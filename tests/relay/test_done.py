@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from sigma_async.relay import DONE, FileCursorStore, NatsCursorStore, Relay
 from sigma_async.relay._kv import CURSOR_PREFIX, snapshot
 from sigma_async.relay._leases import ReplicaLeases, open_bucket
 from sigma_async.testing import Emulator, NatsServer
+from sigma_async.watch._cursor import decode_cursor
 
 from ._support import ScriptedSink, by_session, live_session, no_wait, run_course
 from .test_fencing import until
@@ -97,8 +98,11 @@ async def test_the_file_store_keeps_the_live_sessions_not_the_history(emu: Emula
     path = tmp_path / "cursors.json"
     followed, direct = await follow_sessions_coming_and_going(emu, FileCursorStore(path), 8)
     saved = json.loads(path.read_text())
-    assert saved == dict.fromkeys(direct, DONE), "done-markers of the listed sessions, nothing of the channel's"
-    assert path.stat().st_size < 120
+    # Done-markers of the listed sessions; of the channel's eight, only its newest's Ended cursor, the one marker
+    # from which a restart finds the sessions that came and went while it was down.
+    assert saved.keys() == {*direct, followed[-1]}
+    assert {saved[sid] for sid in direct} == {DONE} and decode_cursor(saved[followed[-1]], followed[-1]).k == "ended"
+    assert path.stat().st_size < 1_000
 
     # The listed sessions leave the list: their done-markers go at the next start.
     async with emu.client() as client:
@@ -109,20 +113,63 @@ async def test_the_file_store_keeps_the_live_sessions_not_the_history(emu: Emula
     assert json.loads(path.read_text()) == {followed[-1]: DONE}
 
 
+async def test_a_restart_reports_the_sessions_of_a_channel_that_came_and_went_while_it_was_down(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    path = tmp_path / "cursors.json"
+    channel = emu.create_channel("while-down")
+
+    async def relay_until(sink: ScriptedSink, done: Callable[[], bool], then: Callable[[], object]) -> None:
+        async with emu.client() as client:
+            relay = Relay(client, sink, FileCursorStore(path), channel_ids=[channel.id], interval=0.02, sleep=no_wait)
+            looks = emu.journal.count("GET /sessions")
+            with anyio.fail_after(20):
+                async with anyio.create_task_group() as tg:
+                    await tg.start(relay.run)
+                    await emu.wait_for(lambda: emu.journal.count("GET /sessions") > looks)  # it has looked
+                    then()
+                    await emu.wait_for(done, timeout=15)
+                    relay.stop()
+
+    def a_session() -> str:
+        sid = emu.start_channel(channel.id).id
+        emu.connect_publisher(channel.id)
+        emu.stop_channel(channel.id)
+        return sid
+
+    first, second = ScriptedSink(), ScriptedSink()
+    seen: list[str] = []
+    await relay_until(
+        first, lambda: any(r["kind"] == "ended" for r in first.accepted), lambda: seen.append(a_session())
+    )
+    before = seen[0]
+    missed = [a_session(), a_session()]  # while it is down, two sessions start and end
+    await relay_until(
+        second, lambda: {r["session_id"] for r in second.accepted if r["kind"] == "ended"} >= set(missed), lambda: None
+    )
+    assert {r["session_id"] for r in first.accepted} == {before}
+    for sid in missed:
+        assert [r["kind"] for r in by_session(second.accepted)[sid]] == [
+            "initializing", "started", "live", "stable", "stopped", "ended",
+        ]  # fmt: skip
+    assert before not in by_session(second.accepted)
+
+
 async def test_the_kv_store_keeps_the_live_sessions_not_the_history(emu: Emulator, server: NatsServer) -> None:
     url = f"{server.url}/relay"
     _, direct = await follow_sessions_coming_and_going(emu, await NatsCursorStore.open(url), 8)
     async with open_bucket(url) as kv:
         entries = await snapshot(kv, CURSOR_PREFIX, timeout=5)
-    assert {e.key: e.value.decode() for e in entries.values()} == {
-        f"{CURSOR_PREFIX}{sid}": DONE for sid in direct
-    }
+    kept = {e.key: e.value.decode() for e in entries.values()}
+    channel_marker = {k: v for k, v in kept.items() if v != DONE}
+    assert {k: v for k, v in kept.items() if v == DONE} == {f"{CURSOR_PREFIX}{sid}": DONE for sid in direct}
+    assert len(channel_marker) == 1, "the channel's newest Ended cursor, and nothing else of its history"
     nc = await nats.connect(server.url)
     try:
         state = (await nc.jetstream().stream_info("KV_relay")).state
     finally:
         await nc.close()
-    assert state.messages == len(direct), "no delete marker or old revision left behind for a session gone"
+    assert state.messages == len(direct) + 1, "no delete marker or old revision left behind for a session gone"
 
 
 async def relay_process(emu: Emulator, tmp: Path, name: str, nats_url: str, sessions: list[str]) -> Any:

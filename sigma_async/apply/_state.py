@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import tempfile
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +23,8 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 import msgspec
+
+from .._files import replace_atomically
 
 try:
     import fcntl
@@ -128,7 +129,7 @@ class StateFile:
             covered = self._changes
             data = msgspec.json.format(msgspec.json.encode(self.state), indent=1)
             # In a thread: an fsync takes milliseconds, during which the other items' requests go on.
-            await anyio.to_thread.run_sync(_replace_atomically, self.path, data)
+            await anyio.to_thread.run_sync(replace_atomically, self.path, data)
             self._written = covered
 
     @contextlib.contextmanager
@@ -162,25 +163,3 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _replace_atomically(path: Path, data: bytes) -> None:
-    """Old file or new file after a crash at any moment, never a torn one."""
-    directory = path.parent
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    # The rename must reach the disk too, or a power cut could bring back the file without the pending mark.
-    if hasattr(os, "O_DIRECTORY"):
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)

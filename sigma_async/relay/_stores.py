@@ -8,12 +8,13 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 
 import anyio
 import msgspec
+
+from .._files import replace_atomically
 
 __all__ = ["FileCursorStore", "MemoryCursorStore"]
 
@@ -101,7 +102,7 @@ class FileCursorStore:
             covered = self._changes
             data = msgspec.json.encode(self._cursors)
             # In a thread: an fsync can take milliseconds, which would stall every watch on this loop.
-            await anyio.to_thread.run_sync(_replace_atomically, self.path, data)
+            await anyio.to_thread.run_sync(replace_atomically, self.path, data)
             self._written = covered
 
     async def aclose(self) -> None:
@@ -126,23 +127,3 @@ def _read(path: Path) -> dict[str, str]:
         raise ValueError(f"{path}: not a cursor file (invalid JSON): {exc}") from exc
 
 
-def _replace_atomically(path: Path, data: bytes) -> None:
-    directory = path.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    # The rename itself must reach the disk too, or a power cut could bring the old file back.
-    if hasattr(os, "O_DIRECTORY"):
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)

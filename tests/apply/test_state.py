@@ -37,13 +37,13 @@ async def test_commits_made_together_share_writes_and_each_returns_once_its_chan
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     writes: list[set[str]] = []
-    real = state_module._replace_atomically
+    real = state_module.replace_atomically
 
     def counting(path: Path, data: bytes) -> None:
         real(path, data)
         writes.append(set(json.loads(data)["channels"]))
 
-    monkeypatch.setattr(state_module, "_replace_atomically", counting)
+    monkeypatch.setattr(state_module, "replace_atomically", counting)
     store = StateFile(tmp_path / "s.json")
 
     async def item(n: int) -> None:

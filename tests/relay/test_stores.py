@@ -36,14 +36,14 @@ async def test_concurrent_saves_are_all_kept_and_share_writes(tmp_path: Path, mo
     from sigma_async.relay import _stores
 
     writes = 0
-    real = _stores._replace_atomically
+    real = _stores.replace_atomically
 
     def counting(path: Path, data: bytes) -> None:
         nonlocal writes
         writes += 1
         real(path, data)
 
-    monkeypatch.setattr(_stores, "_replace_atomically", counting)
+    monkeypatch.setattr(_stores, "replace_atomically", counting)
     store = FileCursorStore(tmp_path / "cursors.json")
     async with anyio.create_task_group() as tg:
         for i in range(50):

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import anyio
 import pytest
 
-from sigma_async import NotFoundError, RetryPolicy, SigmaClient, Transition
+from sigma_async import NotFoundError, SigmaClient, Transition
 from sigma_async.testing import Emulator
 
-FAST = 0.02
-QUICK_RETRY = RetryPolicy(max_retries=2, initial_delay=0.001, max_delay=0.005)
+from ._support import FAST, QUICK_RETRY, Watching
 
 
 @pytest.fixture
@@ -25,29 +23,6 @@ async def emu() -> AsyncIterator[Emulator]:
 async def client(emu: Emulator) -> AsyncIterator[SigmaClient]:
     async with emu.client(retry=QUICK_RETRY) as c:
         yield c
-
-
-class Watching:
-    """Something that yields transitions, consumed in a task; what came, in order."""
-
-    def __init__(self, stream: AsyncIterator[Transition]) -> None:
-        self.got: list[Transition] = []
-        self.task = asyncio.create_task(self._consume(stream))
-
-    async def _consume(self, stream: AsyncIterator[Transition]) -> None:
-        async for t in stream:
-            self.got.append(t)
-
-    def kinds(self, session_id: str) -> list[str]:
-        return [t.kind for t in self.got if t.session_id == session_id]
-
-    def ended(self, session_id: str) -> bool:
-        return "ended" in self.kinds(session_id)
-
-    async def stop(self) -> None:
-        self.task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await self.task
 
 
 def listings(emu: Emulator) -> int:

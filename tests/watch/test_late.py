@@ -9,13 +9,12 @@ from datetime import datetime, timedelta, timezone
 import anyio
 import pytest
 
-from sigma_async import RetryPolicy, SigmaClient, Transition
+from sigma_async import SigmaClient
 from sigma_async.models import Event, Page, SessionStatus
 from sigma_async.testing import Emulator
 from sigma_async.watch import Monitor
 
-FAST = 0.02
-QUICK_RETRY = RetryPolicy(max_retries=2, initial_delay=0.001, max_delay=0.005)
+from ._support import FAST, QUICK_RETRY, Watching
 
 
 @pytest.fixture
@@ -28,24 +27,6 @@ async def emu() -> AsyncIterator[Emulator]:
 async def client(emu: Emulator) -> AsyncIterator[SigmaClient]:
     async with emu.client(retry=QUICK_RETRY) as c:
         yield c
-
-
-class Watching:
-    def __init__(self, stream: AsyncIterator[Transition]) -> None:
-        self.got: list[Transition] = []
-        self.task = asyncio.create_task(self._consume(stream))
-
-    async def _consume(self, stream: AsyncIterator[Transition]) -> None:
-        async for t in stream:
-            self.got.append(t)
-
-    def event_ids(self) -> list[str]:
-        return [t.event.id for t in self.got if t.event is not None]
-
-    async def stop(self) -> None:
-        self.task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await self.task
 
 
 async def on_air(emu: Emulator) -> tuple[str, str]:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
-import anyio
 import pytest
 
-from sigma_async import RetryPolicy, SigmaClient, Transition
+from sigma_async import RetryPolicy, SigmaClient
 from sigma_async.testing import Emulator, Fault
 
-FAST = 0.02
-QUICK_RETRY = RetryPolicy(max_retries=0)
+from ._support import FAST, Watching
+
+NO_RETRY = RetryPolicy(max_retries=0)
 STATUS = "GET /sessions/{id}/status"
 
 
@@ -24,26 +23,8 @@ async def emu() -> AsyncIterator[Emulator]:
 
 @pytest.fixture
 async def client(emu: Emulator) -> AsyncIterator[SigmaClient]:
-    async with emu.client(retry=QUICK_RETRY) as c:
+    async with emu.client(retry=NO_RETRY) as c:
         yield c
-
-
-class Watching:
-    def __init__(self, stream: AsyncIterator[Transition]) -> None:
-        self.got: list[Transition] = []
-        self.task = asyncio.create_task(self._consume(stream))
-
-    async def _consume(self, stream: AsyncIterator[Transition]) -> None:
-        async for t in stream:
-            self.got.append(t)
-
-    def kinds(self) -> list[str]:
-        return [t.kind for t in self.got]
-
-    async def finish(self) -> list[str]:
-        with anyio.fail_after(10):
-            await self.task
-        return self.kinds()
 
 
 def status_reads(emu: Emulator) -> int:

@@ -179,6 +179,21 @@ def test_the_emulator_throttle_refuses_past_its_rate() -> None:
         throttle.set(0)
 
 
+def test_the_emulator_throttle_can_count_over_a_sliding_window() -> None:
+    now = [0.0]
+    throttle = Throttle(clock=lambda: now[0])
+    throttle.set(10.0, window=1.0)  # 10 in any one second
+    assert all(throttle.admit() for _ in range(10)) and not throttle.admit()
+    now[0] = 0.99  # a token bucket would have refilled by now; the window still holds all ten
+    assert not throttle.admit()
+    now[0] = 1.0  # the ten age out together: ten more, and refused requests took no room meanwhile
+    assert sum(throttle.admit() for _ in range(12)) == 10
+    assert (throttle.admitted, throttle.refused) == (20, 4)
+    for bad in ({"window": 0.0}, {"window": float("inf")}, {"window": 1.0, "burst": 5}):
+        with pytest.raises(ValueError):
+            throttle.set(10.0, **bad)  # type: ignore[arg-type]
+
+
 def test_a_bad_rate_limit_is_refused_at_once() -> None:
     for bad in (0, -1.0, float("inf"), float("nan"), True):
         with pytest.raises(ValueError):

@@ -58,6 +58,8 @@ FLOOR_MARGIN = 0.9
 #: While the server is shut, probes at this share of ``w_max``: enough to see it open again within a fraction of a
 #: second, few enough that the 429s meanwhile cost little. Halved each second it stays shut past the first.
 PROBE = 0.2
+#: Shut again this many times in a row right after a probe got through, the floor is taken to be wrong.
+RELAPSES = 2
 #: Past this multiple of ``w_max``, and ``QUIET`` seconds after the last 429, the adaptive limit is dropped.
 RELEASE = 4.0
 QUIET = 2.0
@@ -223,6 +225,7 @@ class RequestBudget:
         self._shut_since: float | None = None  # since when the server has been shut (probes only)
         self._shut_epoch = 0
         self._reopened_at = -math.inf
+        self._relapses = 0  # shut again, in a row, within a second of opening
         self._shown_from = -math.inf  # answers before this do not count towards what the server showed
         self._bucket = TokenBucket(clock=clock, sleep=sleep, rate_at=self.allowed_rate)
 
@@ -263,10 +266,13 @@ class RequestBudget:
         if sends >= MIN_SAMPLES:
             # Enough requests to tell what the server let through: that, not what was sent, is its limit.
             w_max = min(w_max, (sends - throttles) / span)
-        if now - self._reopened_at <= WINDOW:
-            # Refused again right after the server let a probe through: not shut, but the floor is too high
-            # (the limit dropped, or a large bucket's burst made it look higher). Cut below it, then measure anew.
-            self._shown_from, self._reopened_at = self._reopened_at, -math.inf
+        relapsed = now - self._reopened_at <= WINDOW
+        self._relapses = self._relapses + 1 if relapsed else 0
+        if self._relapses >= RELAPSES:
+            # Refused again right after the server let a probe through, and again: not shut, but the floor is
+            # too high (the limit dropped, or a large bucket's burst made it look higher). Cut below it, and
+            # measure anew. Once could be a window that empties unevenly: that only shuts again.
+            self._shown_from, self._relapses = self._reopened_at, 0
             self._shown = 0
             shown = self._shown_rate(now)
         # Never below what the server showed it lets through in a second (see the module's docstring).

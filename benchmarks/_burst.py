@@ -144,8 +144,9 @@ def burst_section(config: BurstConfig, runs: dict[bool, list[BurstRun]]) -> Sect
     )
     sec.add("good req/s in each second, adaptive", per_window(on, "good"), f"adaptive=False {per_window(off, 'good')}")
     sec.add("429 share in each second, adaptive", share_per_window(on), f"adaptive=False {share_per_window(off)}")
+    rounds = f"{len(on)} round{'s' if len(on) != 1 else ''}"
     sec.notes.append(
-        f"Medians of {len(on)} rounds per client, interleaved, each on a fresh client after the server's window "
+        f"Medians of {rounds} per client, interleaved, each on a fresh client after the server's window "
         f"emptied. About {config.sessions / config.interval:g} req/s asked of a server allowing {config.rate:g}: "
         "the first second is the burst (the monitor spreads its first polls over one interval). Good = 2xx "
         "answers, counted in the second they arrived; retries count as requests. Default RetryPolicy."

@@ -192,7 +192,8 @@ def _playback(sizes: Sizes) -> list[Section]:
 def _throttle(sizes: Sizes) -> list[Section]:
     from . import throttle
 
-    return [throttle.run(throttle.ThrottleConfig(seconds=sizes.throttle_seconds))]
+    burst = throttle.BurstConfig(rounds=sizes.rounds, seconds=min(8.0, max(4.0, sizes.throttle_seconds)))
+    return throttle.run(throttle.ThrottleConfig(seconds=sizes.throttle_seconds, burst=burst))
 
 
 def _replicas(sizes: Sizes) -> list[Section]:

@@ -4,7 +4,8 @@ The emulator runs as its own process (``python -m sigma_async.testing --throttle
 requests a second. Many concurrent callers read one channel as fast as they can through one client, once with
 ``adaptive=False`` (retries and backoff only) and once with ``adaptive=True``, each for the same time. Then a
 monitor of more sessions than the limit can poll each interval does the same, to show what watching costs a
-client whose vendor throttles it.
+client whose vendor throttles it. Last, a burst then steady (``_burst``): the same kind of monitor against a
+server counting over a sliding second, second by second.
 """
 
 from __future__ import annotations
@@ -15,15 +16,16 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 
 from sigma_async import ChannelCreate, SigmaClient, SigmaError
 
+from ._burst import BurstConfig, BurstRun, burst_section, measure_burst
 from ._report import Section, status_for
 
-__all__ = ["ThrottleConfig", "run"]
+__all__ = ["ThrottleConfig", "run", "run_burst"]
 
 #: Targets: against a server throttling at R, the adaptive client gets at least this share of R accepted...
 MIN_ACCEPTED_SHARE = 0.80
@@ -39,6 +41,7 @@ class ThrottleConfig:
     #: The monitor phase: sessions polled lean at ``monitor_interval``, about ``sessions / interval`` req/s.
     sessions: int = 200
     monitor_interval: float = 1.0
+    burst: BurstConfig = field(default_factory=BurstConfig)
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,32 @@ class Outcome:
         return self.throttled / self.sent if self.sent else float("nan")
 
 
-def run(config: ThrottleConfig) -> Section:
+def run(config: ThrottleConfig) -> list[Section]:
+    """The callers and the monitor against a token-bucket server, then the burst against a sliding second."""
+    return [_run_steady(config), run_burst(config.burst)]
+
+
+def run_burst(config: BurstConfig) -> Section:
+    """Rounds of the burst scenario, ``adaptive=False`` and ``adaptive=True`` alternating on one server."""
+    runs: dict[bool, list[BurstRun]] = {False: [], True: []}
+    with _emulator(config.rate, window=1.0) as (url, creds):
+        sessions = anyio.run(_live_sessions, url, creds, config.sessions)
+        for i in range(config.rounds):
+            for adaptive in (True, False) if i % 2 else (False, True):
+                time.sleep(1.2)  # the server's sliding second empties: each run starts with the whole allowance
+                runs[adaptive].append(anyio.run(measure_burst, config, url, creds, sessions, adaptive))
+    return burst_section(config, runs)
+
+
+async def _live_sessions(url: str, creds: dict[str, str], count: int) -> list[str]:
+    async with SigmaClient(base_url=url, **creds) as client:
+        specs = [ChannelCreate(name=f"burst-{i}", stop_timeout=3600) for i in range(count)]
+        channels = [c for c in await client.channels.create_many(specs, concurrency=8) if not isinstance(c, Exception)]
+        await client.channels.start_many([c.id for c in channels], concurrency=8)
+        return await _gather_sessions(client, [c.id for c in channels])
+
+
+def _run_steady(config: ThrottleConfig) -> Section:
     with _emulator(config.rate) as (url, creds):
         outcomes = {adaptive: anyio.run(_drive, config, url, creds, adaptive) for adaptive in (False, True)}
     with _emulator(config.rate) as (url, creds):
@@ -183,10 +211,11 @@ async def _drive(config: ThrottleConfig, url: str, creds: dict[str, str], adapti
 
 
 @contextmanager
-def _emulator(rate: float) -> Iterator[tuple[str, dict[str, str]]]:
+def _emulator(rate: float, window: float | None = None) -> Iterator[tuple[str, dict[str, str]]]:
     """The standalone emulator in its own process; yields its URL and credentials from its ready line."""
+    extra = ["--throttle-window", str(window)] if window is not None else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sigma_async.testing", "--throttle", str(rate)],
+        [sys.executable, "-m", "sigma_async.testing", "--throttle", str(rate), *extra],
         stdout=subprocess.PIPE, text=True,
     )
     try:

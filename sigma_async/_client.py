@@ -183,10 +183,12 @@ class SigmaClient:
         A plain function, not a coroutine: it runs on every call's hot path."""
         if self.on_response is not None:
             self.on_response(proto.route_of(request), response.status)
-        if response.status < 300:
-            return response
         if response.status == 429:
             self._budget.on_throttle(epoch)
+        else:
+            self._budget.note_answer(epoch)  # let through: what the server accepts bounds how far a 429 cuts
+            if response.status < 300:
+                return response
         raise proto.error_for(response, request, secrets=self._secrets, now=time.time())
 
     async def _call(self, request: Request, decoder: msgspec.json.Decoder[M]) -> M:

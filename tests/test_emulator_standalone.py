@@ -210,3 +210,15 @@ def test_the_standalone_emulator_can_refuse_app_wide_listings_and_cap_pages(
     with pytest.raises(SystemExit) as exited:
         main(["--max-per-page", "0"])
     assert exited.value.code == 2 and "--max-per-page must be >= 1" in capsys.readouterr().err
+
+
+def test_the_standalone_emulator_can_throttle_over_a_sliding_window(capsys: pytest.CaptureFixture[str]) -> None:
+    from sigma_async.testing import build_parser
+
+    args = build_parser().parse_args(["--throttle", "100", "--throttle-window", "1"])
+    assert (args.throttle, args.throttle_window) == (100.0, 1.0)
+    for bad, says in ((["--throttle-window", "1"], "needs --throttle"), (["--throttle", "5", "--throttle-window", "0"],
+                      "--throttle-window must be")):
+        with pytest.raises(SystemExit) as exited:
+            main(bad)
+        assert exited.value.code == 2 and says in capsys.readouterr().err

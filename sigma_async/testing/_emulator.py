@@ -62,6 +62,7 @@ class Emulator:
         journal_limit: int = 10_000,
         auto_publish: float | None = None,
         throttle: float | None = None,
+        throttle_window: float | None = None,
         app_wide_listings: bool = True,
         max_per_page: int | None = None,
     ) -> None:
@@ -76,10 +77,11 @@ class Emulator:
         #: ``max_per_page=N``: listings hold at most N items whatever ``perPage`` asked, and say so.
         self.state.max_per_page = max_per_page
         self.faults = FaultPlan(random.Random(rng.getrandbits(64)))
-        #: ``throttle=R``: answer 429 past R requests a second (see ``throttle()``).
+        #: ``throttle=R``: answer 429 past R requests a second (see ``throttle()``); with ``throttle_window=W``,
+        #: past R * W requests in any W seconds.
         self.throttling = Throttle()
         if throttle is not None:
-            self.throttling.set(throttle)
+            self.throttling.set(throttle, window=throttle_window)
         self.journal = Journal(limit=journal_limit)
         #: Each channel's HLS output at its ``liveStreamUrl`` (see ``stall_playback``).
         self.hls = HlsOrigin(self.state)
@@ -255,13 +257,22 @@ class Emulator:
         """An event listed with wire fields replaced, e.g. ``created_at=None`` or a naive ``updated_at``."""
         return self.state.add_malformed_event(session_id, action, **wire)
 
-    def throttle(self, rate: float | None, *, burst: float | None = None, retry_after: float | None = None) -> Throttle:
-        """Answer 429 past ``rate`` requests a second, bursts of ``burst`` allowed (None: stop throttling).
+    def throttle(
+        self,
+        rate: float | None,
+        *,
+        burst: float | None = None,
+        window: float | None = None,
+        retry_after: float | None = None,
+    ) -> Throttle:
+        """Answer 429 past ``rate`` requests a second, bursts of ``burst`` allowed (None: stop throttling); with
+        ``window=W``, past ``rate * W`` requests in any ``W`` seconds (a sliding window).
 
         >>> emu.throttle(100)
+        >>> emu.throttle(100, window=1)
         >>> emu.throttling.refused    # requests turned away so far
         """
-        self.throttling.set(rate, burst=burst, retry_after=retry_after)
+        self.throttling.set(rate, burst=burst, window=window, retry_after=retry_after)
         return self.throttling
 
     def stall_playback(self, channel_id: str, rendition: str | None = None) -> None:

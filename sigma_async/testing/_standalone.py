@@ -40,6 +40,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="answer 429 past RATE requests per second, as a rate-limited API does (default: no limit)",
     )  # fmt: skip
     parser.add_argument(
+        "--throttle-window", type=float, default=None, metavar="SECONDS",
+        help="count --throttle over a sliding window of SECONDS: at most RATE * SECONDS requests in any such "
+        "window (default: a token bucket with bursts of a tenth of a second's worth)",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-app-wide-listings", dest="app_wide_listings", action="store_false",
         help="refuse event listings without q (400), as a server that does not serve them: poll='auto' then "
         "falls back to lean",
@@ -81,6 +86,11 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         parser.error(f"--auto-publish must be a number of seconds >= 0, got {args.auto_publish}")
     if args.throttle is not None and not 0 < args.throttle < float("inf"):
         parser.error(f"--throttle must be a number of requests per second > 0, got {args.throttle}")
+    if args.throttle_window is not None:
+        if args.throttle is None:
+            parser.error("--throttle-window needs --throttle")
+        if not 0 < args.throttle_window < float("inf"):
+            parser.error(f"--throttle-window must be a number of seconds > 0, got {args.throttle_window}")
     if args.max_per_page is not None and args.max_per_page < 1:
         parser.error(f"--max-per-page must be >= 1, got {args.max_per_page}")
     try:
@@ -94,6 +104,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
             seed=args.seed,
             auto_publish=args.auto_publish,
             throttle=args.throttle,
+            throttle_window=args.throttle_window,
             app_wide_listings=args.app_wide_listings,
             max_per_page=args.max_per_page,
         )

@@ -15,6 +15,11 @@ standalone emulator (``sigma-async emulator``) is moved by one of these:
 
   They answer 404 for an unknown key and 409 when the session cannot do that now (ended, already live, ...).
 
+- a bulk route, for load: ``POST /_emulator/live-sessions`` with ``{"count": N}`` (and optionally ``"name"``,
+  ``"stopTimeout"``) makes N channels, each started with an encoder connected, and answers
+  ``{"sessionIds": [...], "channelIds": [...]}``: a hundred thousand live sessions in seconds, not in 300,000
+  requests.
+
 - the playback control routes, authenticated the same way, misbehave on a channel's HLS output (``_hls``) until
   resumed; each answers the output's state (``{"renditions": [{"name", "mediaSequence", "stalled",
   "failing"}, ...], ...}``)::
@@ -41,6 +46,7 @@ from ._state import EmulatorError, EmulatorState, SessionState
 __all__ = [
     "CONTROL_PATH",
     "CONTROL_ROUTES",
+    "LIVE_SESSIONS_PATH",
     "PLAYBACK_CONTROL_PATH",
     "AutoPublisher",
     "add_control_routes",
@@ -48,6 +54,7 @@ __all__ = [
 ]
 
 CONTROL_PATH = "/_emulator/sessions/{key}"
+LIVE_SESSIONS_PATH = "/_emulator/live-sessions"
 PLAYBACK_CONTROL_PATH = "/_emulator/channels/{channel_id}/playback"
 #: What each control route does, by the last segment of its path.
 CONTROL_ROUTES: dict[str, Callable[[EmulatorState, str], SessionState]] = {
@@ -63,6 +70,7 @@ def add_control_routes(app: web.Application, state: EmulatorState, origin: HlsOr
     """Serve the control routes on ``app``, whose middleware authenticates them as it does the API's."""
     for name, action in CONTROL_ROUTES.items():
         app.router.add_post(f"{CONTROL_PATH}/{name}", _handler(state, action))
+    app.router.add_post(LIVE_SESSIONS_PATH, _live_sessions_handler(state))
     if origin is not None:
         for name in ("stall", "fail", "resume"):
             app.router.add_post(f"{PLAYBACK_CONTROL_PATH}/{name}", _playback_handler(origin, name))
@@ -81,6 +89,25 @@ def _handler(
         # EmulatorError (404 unknown key, 409 wrong moment) becomes the API's error body in the middleware.
         session = action(state, request.match_info["key"])
         return web.Response(body=_encoder.encode(session.to_model()), content_type="application/json")
+
+    return handle
+
+
+class _LiveSessions(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    count: int
+    name: str = "live"
+    stop_timeout: int = 86_400
+
+
+def _live_sessions_handler(state: EmulatorState) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handle(request: web.Request) -> web.Response:
+        try:
+            spec = msgspec.json.decode(await request.read(), type=_LiveSessions)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise EmulatorError(400, f'expected {{"count": N}} (optional "name", "stopTimeout"): {exc}') from None
+        sessions = state.add_live_sessions(spec.count, name=spec.name, stop_timeout=spec.stop_timeout)
+        body = {"sessionIds": [s.id for s in sessions], "channelIds": [s.channel_id for s in sessions]}
+        return web.Response(body=_encoder.encode(body), content_type="application/json")
 
     return handle
 

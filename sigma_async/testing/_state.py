@@ -5,15 +5,14 @@ from __future__ import annotations
 import heapq
 import random
 import string
-import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 import msgspec
 
-from ..models import ChannelCreateBody, ClientInfo, Event, EventAction, Status
+from ..models import ChannelCreate, ChannelCreateBody, ClientInfo, Event, EventAction, Status
 from ._clock import Clock
-from ._index import EventIndex
+from ._index import RecencyIndex
 from ._records import RTMP_SERVER, ChannelState, SessionState
 
 __all__ = ["ChannelState", "EmulatorError", "EmulatorState", "SessionState"]
@@ -28,6 +27,9 @@ MESSAGES = {
     EventAction.ENDED: "Kênh đã kết thúc",
 }
 _TICK = timedelta(microseconds=1)
+# The variant (10xx) and version (0100) bits of a version-4 UUID, as ``uuid.UUID(int=..., version=4)`` sets them.
+_UUID_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
+_UUID_V4 = (0x8000 << 48) | (4 << 76)
 
 
 class EmulatorError(Exception):
@@ -61,12 +63,17 @@ class EmulatorState:
         self.next_scheduled: Callable[[], datetime | None] | None = None
         #: Told whenever a session's publisher, signal or end changes: what its HLS output follows (``_hls``).
         self.on_output_change: Callable[[SessionState], object] | None = None
-        #: The app's events in written order, for listings without ``q`` (``poll="feed"``).
-        self.event_index = EventIndex()
+        #: The app's events and sessions in written order, for listings without ``q`` (``poll="feed"``).
+        self.event_index: RecencyIndex[Event] = RecencyIndex()
+        self.session_index: RecencyIndex[SessionState] = RecencyIndex()
+        #: Each channel's session ids, oldest first, kept after the channel is deleted (its sessions stay listed).
+        self.channel_sessions: dict[str, list[str]] = {}
         #: Whether listings without ``q`` are served (off: they answer 400, as a server that does not has it).
         self.app_wide_listings = True
         #: The most items a listing page holds, whatever ``perPage`` asked (None: no cap beyond the API's).
         self.max_per_page: int | None = None
+        #: Real seconds every API answer is held back before it is made, as a loaded server's are (0: none).
+        self.latency = 0.0
         #: Event ids whose wire form is replaced by this raw JSON object (malformed events for tests).
         self.raw_events: dict[str, bytes] = {}
         self._last_stamp = datetime.min.replace(tzinfo=timezone.utc)
@@ -96,6 +103,7 @@ class EmulatorState:
             updated_at=now,
         )
         self.channels[cid] = channel
+        self.channel_sessions[cid] = channel.session_ids
         return channel
 
     def channel(self, channel_id: str) -> ChannelState:
@@ -121,6 +129,7 @@ class EmulatorState:
             updated_at=now,
         )
         self.sessions[session.id] = session
+        self.session_index.put(session.id, now, session)
         channel.session_ids.append(session.id)
         channel.current_session_id = session.id
         channel.updated_at = now
@@ -138,6 +147,27 @@ class EmulatorState:
             raise EmulatorError(409, f"Channel {channel_id} is not started")
         self._end(self.sessions[channel.current_session_id], actor="user")
         return channel
+
+    def add_live_sessions(self, count: int, *, name: str = "live", stop_timeout: int = 86_400) -> list[SessionState]:
+        """``count`` new channels, each started with a publisher connected: ``count`` live sessions, in one go.
+
+        Each goes through the same steps as ``create_channel``, ``start_channel`` and ``connect_publisher`` (its
+        events, statuses and stamps are those), without a request each. Channels are named ``{name}-1``, ...;
+        the long default ``stop_timeout`` keeps a session whose signal is later dropped from ending by itself.
+        """
+        if count < 0:
+            raise EmulatorError(400, f"count must be >= 0, got {count}")
+        if not name.strip():
+            raise EmulatorError(422, "name must not be empty")
+        if stop_timeout < 0:
+            raise EmulatorError(422, "stopTimeout must be a non-negative number of seconds")
+        spec = ChannelCreate(name=name, stop_timeout=stop_timeout).to_body()
+        sessions = []
+        for i in range(1, count + 1):
+            channel = self.create_channel(msgspec.structs.replace(spec, name=f"{name}-{i}"))
+            self.start_channel(channel.id)
+            sessions.append(self.connect_publisher(channel.id))
+        return sessions
 
     def delete_channel(self, channel_id: str) -> ChannelState:
         """Forget the channel, ending its open session first. Its past sessions stay listed."""
@@ -237,6 +267,7 @@ class EmulatorState:
         event = self._event(session, action, actor=actor, message=message, at=at)
         if not bump_session:
             session.updated_at = row_updated
+            self.session_index.put(session.id, row_updated, session)
         return event
 
     def add_late_event(self, session_id: str, action: str, *, created_at: datetime) -> Event:
@@ -304,7 +335,11 @@ class EmulatorState:
         return None
 
     def new_id(self) -> str:
-        return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+        """A random version-4 UUID from the state's generator: ``str(uuid.UUID(int=bits, version=4))``, spelled
+        out, since a hundred thousand sessions make over half a million of them."""
+        bits = (self._rng.getrandbits(128) & _UUID_CLEAR) | _UUID_V4
+        h = f"{bits:032x}"
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
     # -- helpers --------------------------------------------------------------------------------------------
 
@@ -324,7 +359,9 @@ class EmulatorState:
         else:
             when = at
             self._last_stamp = max(self._last_stamp, when)
-        session.updated_at = max(session.updated_at, when)
+        if when > session.updated_at:
+            session.updated_at = when
+            self.session_index.put(session.id, when, session)
         return when
 
     def _event(
@@ -347,12 +384,12 @@ class EmulatorState:
             message=message if message is not None else MESSAGES.get(action),
         )
         session.events.append(event)
-        self.event_index.add(event)
+        self.event_index.put(event.id, when, event)
         return event
 
     def _rewrite(self, session: SessionState, old: Event, new: Event) -> Event:
         session.events[session.events.index(old)] = new
-        self.event_index.replace(old, new)
+        self.event_index.put(new.id, new.updated_at or new.created_at, new)
         return new
 
     def _set_status(self, session: SessionState, status: str) -> None:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -339,8 +340,10 @@ def _notes(sec: Section, result: RowResult) -> None:
 
 
 def _fmt_reads(rs: Sequence[PhaseResult]) -> str:
-    """The first round's window requests by kind, largest first: ``events 94%, status 6%``."""
-    reads = rs[0].reads
+    """The windows' requests by kind over every round, largest first: ``events 94%, status 6%``."""
+    reads: Counter[str] = Counter()
+    for r in rs:
+        reads.update(r.reads)
     total = sum(reads.values())
     parts = sorted(reads.items(), key=lambda kv: -kv[1])
     return ", ".join(f"{kind} {count / total:.0%}" for kind, count in parts) if total else "none"

@@ -26,6 +26,7 @@ from sigma_async._config import Credentials
 from sigma_async.models import EventAction, Status
 from sigma_async.testing import DEFAULT_APP_ID, DEFAULT_SECRET_KEY, DEFAULT_USERNAME, Clock, EmulatorState
 from sigma_async.testing._app import build_app
+from sigma_async.testing._control import add_live_sessions
 from sigma_async.testing._faults import Fault, FaultPlan, Journal, JournalEntry
 
 from ._loops import best_loop, run_on
@@ -70,7 +71,7 @@ class _Control:
         """Make ``sessions`` channels, start each and connect a publisher: N live sessions."""
         spec = msgspec.json.decode(await request.read(), type=SetupRequest)
         # A long stopTimeout: no session may end by itself while it is watched.
-        sessions = self.state.add_live_sessions(spec.sessions, name="bench", stop_timeout=86_400)
+        sessions = add_live_sessions(self.state, spec.sessions, name="bench", stop_timeout=86_400)
         return _json({"session_ids": [s.id for s in sessions]})
 
     async def flip(self, request: web.Request) -> web.Response:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -20,6 +21,7 @@ from sigma_async import Event, Page, Session
 from sigma_async.models import EventAction, Status
 from sigma_async.testing import Emulator, EmulatorError
 from sigma_async.testing._index import RecencyIndex
+from sigma_async.testing._records import uuid4_from
 
 T0 = datetime(2024, 7, 22, tzinfo=timezone.utc)
 SESSION_PAGE = msgspec.json.Decoder(Page[Session])
@@ -204,3 +206,12 @@ async def test_latency_holds_every_api_answer_but_not_the_control_routes() -> No
                 assert reply.status == 200
     with pytest.raises(ValueError, match="latency"):
         Emulator(latency=-1)
+
+
+def test_ids_are_those_uuid_makes_from_the_same_bits() -> None:
+    # Spelled out for speed: a seeded emulator still makes the ids uuid.UUID(int=..., version=4) would.
+    made, bits = random.Random(11), random.Random(11)
+    for _ in range(2000):
+        ident = uuid4_from(made)
+        assert ident == str(uuid.UUID(int=bits.getrandbits(128), version=4))
+        assert uuid.UUID(ident).version == 4 and uuid.UUID(ident).variant == uuid.RFC_4122

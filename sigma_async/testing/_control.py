@@ -40,6 +40,7 @@ from datetime import datetime, timedelta
 import msgspec
 from aiohttp import web
 
+from ..models import ChannelCreate
 from ._hls import HlsOrigin
 from ._state import EmulatorError, EmulatorState, SessionState
 
@@ -50,6 +51,7 @@ __all__ = [
     "PLAYBACK_CONTROL_PATH",
     "AutoPublisher",
     "add_control_routes",
+    "add_live_sessions",
     "is_control_route",
 ]
 
@@ -93,6 +95,30 @@ def _handler(
     return handle
 
 
+def add_live_sessions(
+    state: EmulatorState, count: int, *, name: str = "live", stop_timeout: int = 86_400
+) -> list[SessionState]:
+    """``count`` new channels, each started with a publisher connected: ``count`` live sessions, in one go.
+
+    Each goes through ``create_channel``, ``start_channel`` and ``connect_publisher`` (its events, statuses and
+    stamps are theirs), without a request each. Channels are named ``{name}-1``, ...; the long default
+    ``stop_timeout`` keeps a session whose signal is later dropped from ending by itself.
+    """
+    if count < 0:
+        raise EmulatorError(400, f"count must be >= 0, got {count}")
+    if not name.strip():
+        raise EmulatorError(422, "name must not be empty")
+    if stop_timeout < 0:
+        raise EmulatorError(422, "stopTimeout must be a non-negative number of seconds")
+    spec = ChannelCreate(name=name, stop_timeout=stop_timeout).to_body()
+    sessions = []
+    for i in range(1, count + 1):
+        channel = state.create_channel(msgspec.structs.replace(spec, name=f"{name}-{i}"))
+        state.start_channel(channel.id)
+        sessions.append(state.connect_publisher(channel.id))
+    return sessions
+
+
 class _LiveSessions(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     count: int
     name: str = "live"
@@ -105,7 +131,7 @@ def _live_sessions_handler(state: EmulatorState) -> Callable[[web.Request], Awai
             spec = msgspec.json.decode(await request.read(), type=_LiveSessions)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise EmulatorError(400, f'expected {{"count": N}} (optional "name", "stopTimeout"): {exc}') from None
-        sessions = state.add_live_sessions(spec.count, name=spec.name, stop_timeout=spec.stop_timeout)
+        sessions = add_live_sessions(state, spec.count, name=spec.name, stop_timeout=spec.stop_timeout)
         body = {"sessionIds": [s.id for s in sessions], "channelIds": [s.channel_id for s in sessions]}
         return web.Response(body=_encoder.encode(body), content_type="application/json")
 

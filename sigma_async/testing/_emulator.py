@@ -16,7 +16,7 @@ from .._config import Credentials
 from ..models import Channel, ChannelCreate, Event
 from ._app import BASE_PATH, build_app
 from ._clock import Clock
-from ._control import AutoPublisher
+from ._control import AutoPublisher, add_live_sessions
 from ._faults import FaultPlan, Journal
 from ._hls import HlsOrigin
 from ._state import ChannelState, EmulatorState, SessionState
@@ -213,7 +213,7 @@ class Emulator:
     def add_live_sessions(self, count: int, *, name: str = "live", stop_timeout: int = 86_400) -> list[SessionState]:
         """``count`` channels, each started with an encoder connected: ``count`` live sessions, without a request
         each (a hundred thousand take seconds). Channels are named ``{name}-1``, ``{name}-2``, ..."""
-        return self.state.add_live_sessions(count, name=name, stop_timeout=stop_timeout)
+        return add_live_sessions(self.state, count, name=name, stop_timeout=stop_timeout)
 
     def delete_channel(self, channel_id: str) -> None:
         """Delete a channel as a user would in the console, without going through HTTP (its open session ends)."""

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import heapq
 import random
-import string
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 import msgspec
 
-from ..models import ChannelCreate, ChannelCreateBody, ClientInfo, Event, EventAction, Status
+from ..models import ChannelCreateBody, Event, EventAction, Status
 from ._clock import Clock
 from ._index import RecencyIndex
-from ._records import RTMP_SERVER, ChannelState, SessionState
+from ._records import ChannelState, SessionState, publisher_info, uuid4_from
 
 __all__ = ["ChannelState", "EmulatorError", "EmulatorState", "SessionState"]
 
@@ -27,9 +26,6 @@ MESSAGES = {
     EventAction.ENDED: "Kênh đã kết thúc",
 }
 _TICK = timedelta(microseconds=1)
-# The variant (10xx) and version (0100) bits of a version-4 UUID, as ``uuid.UUID(int=..., version=4)`` sets them.
-_UUID_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
-_UUID_V4 = (0x8000 << 48) | (4 << 76)
 
 
 class EmulatorError(Exception):
@@ -148,27 +144,6 @@ class EmulatorState:
         self._end(self.sessions[channel.current_session_id], actor="user")
         return channel
 
-    def add_live_sessions(self, count: int, *, name: str = "live", stop_timeout: int = 86_400) -> list[SessionState]:
-        """``count`` new channels, each started with a publisher connected: ``count`` live sessions, in one go.
-
-        Each goes through the same steps as ``create_channel``, ``start_channel`` and ``connect_publisher`` (its
-        events, statuses and stamps are those), without a request each. Channels are named ``{name}-1``, ...;
-        the long default ``stop_timeout`` keeps a session whose signal is later dropped from ending by itself.
-        """
-        if count < 0:
-            raise EmulatorError(400, f"count must be >= 0, got {count}")
-        if not name.strip():
-            raise EmulatorError(422, "name must not be empty")
-        if stop_timeout < 0:
-            raise EmulatorError(422, "stopTimeout must be a non-negative number of seconds")
-        spec = ChannelCreate(name=name, stop_timeout=stop_timeout).to_body()
-        sessions = []
-        for i in range(1, count + 1):
-            channel = self.create_channel(msgspec.structs.replace(spec, name=f"{name}-{i}"))
-            self.start_channel(channel.id)
-            sessions.append(self.connect_publisher(channel.id))
-        return sessions
-
     def delete_channel(self, channel_id: str) -> ChannelState:
         """Forget the channel, ending its open session first. Its past sessions stay listed."""
         channel = self.channel(channel_id)
@@ -200,7 +175,7 @@ class EmulatorState:
         if session.publisher_connected:
             raise EmulatorError(409, f"Session {session.id} already has a publisher")
         session.publisher_connected = True
-        session.client_info = self._client_info(session.channel)
+        session.client_info = publisher_info(self._rng, session.channel)
         if session.started_at is None:
             session.started_at = self._event(session, EventAction.START, actor="system").created_at
             self._set_status(session, Status.LIVE)
@@ -335,11 +310,7 @@ class EmulatorState:
         return None
 
     def new_id(self) -> str:
-        """A random version-4 UUID from the state's generator: ``str(uuid.UUID(int=bits, version=4))``, spelled
-        out, since a hundred thousand sessions make over half a million of them."""
-        bits = (self._rng.getrandbits(128) & _UUID_CLEAR) | _UUID_V4
-        h = f"{bits:032x}"
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        return uuid4_from(self._rng)
 
     # -- helpers --------------------------------------------------------------------------------------------
 
@@ -430,20 +401,6 @@ class EmulatorState:
     def _output_changed(self, session: SessionState) -> None:
         if self.on_output_change is not None:
             self.on_output_change(session)
-
-    def _client_info(self, channel: ChannelState) -> ClientInfo:
-        alphabet = string.ascii_lowercase + string.digits
-        return ClientInfo(
-            action="on_publish",
-            stream=channel.stream_token,
-            ip="127.0.0.1",
-            client_id="".join(self._rng.choices(alphabet, k=8)),
-            param="",
-            tc_url=RTMP_SERVER,
-            ips=[],
-            app="livestream",
-            stream_id="vid-" + "".join(self._rng.choices(alphabet, k=7)),
-        )
 
 
 def _camel(name: str) -> str:

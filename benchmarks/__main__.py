@@ -44,6 +44,10 @@ class Sizes:
     decode_seconds: float
     profile_calls: int
     throttle_seconds: float = 15.0
+    #: The watch section's rows (``MODE:SESSIONS[@LATENCY]``); ``--sessions`` replaces them with every mode at
+    #: each size, ``--large`` adds ``watch.LARGE_ROWS_SPEC``.
+    watch_rows: str = "lean:1000,lean:2000,lean:5000,full:5000,feed:10000"
+    watch_rounds: int = 1
 
 
 FULL = Sizes(
@@ -53,13 +57,13 @@ FULL = Sizes(
 )
 QUICK = replace(
     FULL, requests=600, httpx_requests=60, rounds=3, sessions=(100,), window=3, decode_rounds=5, decode_seconds=0.05,
-    profile_calls=5000, throttle_seconds=8.0,
+    profile_calls=5000, throttle_seconds=8.0, watch_rows="lean:100,feed:100",
 )
 # A few seconds, for CI: every section runs and prints, the figures mean little.
 SMOKE = replace(
     FULL, requests=40, httpx_requests=8, rounds=1, concurrency=(1, 8), sessions=(20,), interval=0.5, window=2,
     bulk_items=100, bulk_concurrency=10, bulk_latency=0.02, decode_rounds=2, decode_seconds=0.005, profile_calls=200,
-    throttle_seconds=2.0,
+    throttle_seconds=2.0, watch_rows="lean:20,feed:20",
 )
 
 
@@ -71,6 +75,16 @@ def _ints(text: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError("expected positive integers")
     return values
+
+
+def _rows(text: str) -> str:
+    from .watch import parse_rows
+
+    try:
+        parse_rows(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -98,7 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--httpx-requests", type=int, help="calls per batch for httpx + pydantic (it is ~20x slower)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds per measurement")
     parser.add_argument("--concurrency", type=_ints, help="calls in flight, e.g. 1,32,256")
-    parser.add_argument("--sessions", type=_ints, help="watched sessions per watch run, e.g. 100,1000,5000")
+    parser.add_argument("--sessions", type=_ints,
+                        help="watch rows: every poll mode at each of these sizes, e.g. 100,1000,5000")
+    parser.add_argument("--watch-rows", type=_rows, metavar="MODE:N[@S],...",
+                        help="watch rows exactly, e.g. lean:5000,feed:30000@0.2 (@S: the server holds each answer "
+                        "S seconds)")
+    parser.add_argument("--large", action="store_true",
+                        help="add the large watch rows: feed at 30,000 and 100,000 sessions, and 30,000 against a "
+                        "server that takes 200 ms per answer (several minutes each)")
+    parser.add_argument("--watch-rounds", type=int, help="rounds per watch row, contenders in rotated order")
     parser.add_argument("--interval", type=float, help="watch poll interval in seconds")
     parser.add_argument("--window", type=int, help="watch steady-state window, in intervals")
     parser.add_argument("--watch-connections", type=int, default=100,
@@ -116,9 +138,17 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
     overrides = {
         name: getattr(args, name)
         for name in ("requests", "httpx_requests", "rounds", "concurrency", "sessions", "interval", "window",
-                     "bulk_items", "bulk_concurrency")
+                     "bulk_items", "bulk_concurrency", "watch_rows", "watch_rounds")
         if getattr(args, name) is not None
     }
+    if args.sessions is not None and args.watch_rows is None:
+        from .watch import MODES
+
+        overrides["watch_rows"] = ",".join(f"{mode}:{n}" for n in args.sessions for mode in MODES)
+    if args.large:
+        from .watch import LARGE_ROWS_SPEC
+
+        overrides["watch_rows"] = f"{overrides.get('watch_rows', base.watch_rows)},{LARGE_ROWS_SPEC}"
     return replace(base, **overrides)
 
 
@@ -245,9 +275,10 @@ def _watch(sizes: Sizes, loop: str, pool: int) -> list[Section]:
     from . import watch
 
     config = watch.WatchConfig(
-        sizes=sizes.sessions, interval=sizes.interval, window=sizes.window, loop=loop, max_connections=pool
+        rows=watch.parse_rows(sizes.watch_rows), interval=sizes.interval, window=sizes.window, loop=loop,
+        max_connections=pool, rounds=sizes.watch_rounds,
     )
-    return [watch.run(config)]
+    return [watch.run(config, _progress)]
 
 
 def _relay(sizes: Sizes, loop: str) -> list[Section]:

@@ -106,7 +106,8 @@ def canned_server(latency: float = 0.0) -> ServerProcess:
     return ServerProcess("benchmarks._canned", "--latency", repr(latency))
 
 
-def emulator_server() -> ServerProcess:
-    """The emulator with the benchmark's control routes (``benchmarks._emulator_server``)."""
-    return ServerProcess("benchmarks._emulator_server")
+def emulator_server(latency: float = 0.0) -> ServerProcess:
+    """The emulator with the benchmark's control routes (``benchmarks._emulator_server``), holding each API
+    answer back ``latency`` seconds."""
+    return ServerProcess("benchmarks._emulator_server", "--latency", repr(latency))
 

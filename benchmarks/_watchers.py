@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from collections.abc import AsyncIterator, Callable
@@ -51,10 +52,11 @@ async def sdk_watcher(
 
 @asynccontextmanager
 async def raw_watcher(
-    url: str, ids: list[str], interval: float, note: Note, max_connections: int
+    url: str, ids: list[str], interval: float, note: Note, max_connections: int, status_every: int = 1
 ) -> AsyncIterator[None]:
-    """What a hand-written poller does and no more: per session, GET status and the newest 10 events each
-    interval (URLs built once), msgspec into the SDK's structs, and a report when either changed."""
+    """What a hand-written poller does and no more, a task per session: per session, the newest 10 events each
+    interval and its status every ``status_every`` intervals (URLs built once), msgspec into the SDK's structs,
+    and a report when either changed."""
     session = aiohttp.ClientSession(
         headers=auth_headers(),
         connector=aiohttp.TCPConnector(limit=max_connections),
@@ -68,12 +70,14 @@ async def raw_watcher(
         status_url = f"{base}/sessions/{sid}/status"
         events_url = f"{base}/events?q={q}&sort=updatedAt%7Cdesc&page=1&perPage=10"
         last: tuple[str, str | None] | None = None
+        status = ""
         # First polls spread over one interval, as the monitor does.
         await anyio.sleep(random.uniform(0, interval))
-        while True:
+        for polls in itertools.count():
             try:
-                async with session.get(status_url) as resp:
-                    status = _STATUS.decode(await resp.read()).status
+                if polls % status_every == 0:
+                    async with session.get(status_url) as resp:
+                        status = _STATUS.decode(await resp.read()).status
                 async with session.get(events_url) as resp:
                     page = _EVENTS.decode(await resp.read())
             except (aiohttp.ClientError, msgspec.DecodeError, TimeoutError):

@@ -222,3 +222,39 @@ def test_the_standalone_emulator_can_throttle_over_a_sliding_window(capsys: pyte
         with pytest.raises(SystemExit) as exited:
             main(bad)
         assert exited.value.code == 2 and says in capsys.readouterr().err
+
+
+async def test_standalone_starts_with_live_sessions_and_holds_answers_back() -> None:
+    proc = await _start("--port", "0", "--live-sessions", "5", "--latency", "0.05")
+    try:
+        assert proc.stdout is not None
+        ready = READY.search((await asyncio.wait_for(proc.stdout.readline(), timeout=20)).decode())
+        assert ready
+        said = [(await asyncio.wait_for(proc.stdout.readline(), timeout=5)).decode() for _ in range(2)]
+        assert "5 live sessions on channels live-1 ... live-5" in said[0]
+        assert "held back 0.05 s" in said[1]
+        headers = {"Authorization": "Basic " + base64.b64encode(b"emulator:emulator-secret").decode(),
+                   "X-App-Id": "emulator-app"}  # fmt: skip
+        url = f"{ready.group(1)}/api/livestream/sessions"
+        async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as reply:
+            page = await reply.json()
+        assert page["total"] == 5
+        assert sorted(s["channel"]["name"] for s in page["data"]) == [f"live-{i}" for i in range(1, 6)]
+        assert {s["status"] for s in page["data"]} == {"live"}
+        # Each channel's HLS output is at the address the emulator listens on, known before they were made.
+        assert all(s["channel"]["liveStreamUrl"].startswith(ready.group(1)) for s in page["data"])
+    finally:
+        proc.send_signal(signal.SIGINT)
+        await asyncio.wait_for(proc.wait(), timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["--latency", "-1"], "--latency must be"), (["--live-sessions", "-3"], "--live-sessions must be >= 0")],
+)
+def test_bad_scale_options_are_usage_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2 and message in capsys.readouterr().err

@@ -109,10 +109,13 @@ class _Api:
     async def _answer(
         self, request: web.Request, handler: Handler, route: str | None, entry: JournalEntry
     ) -> tuple[web.StreamResponse | None, Fault | None]:
+        # The control routes drive the test, and the HLS output stands for a CDN: API faults and latency leave
+        # both alone.
+        special = route is not None and (is_control_route(route) or is_output_route(route))
+        if self.state.latency and not special:
+            await asyncio.sleep(self.state.latency)  # the answer is made after it, from the state as it is then
         # Timers are also checked here, so a request never sees a session that should have ended already.
         self.state.tick()
-        # The control routes drive the test, and the HLS output stands for a CDN: API faults leave both alone.
-        special = route is not None and (is_control_route(route) or is_output_route(route))
         fault = self.faults.pick(route, entry) if route is not None and not special else None
         if fault is not None and not fault.after:
             if fault.latency:
@@ -181,7 +184,19 @@ class _Api:
 
     async def list_sessions(self, request: web.Request) -> web.StreamResponse:
         query = self._capped(parse_list_query(request.query, filter_fields=SESSION_FILTERS, sort_fields=SESSION_SORTS))
-        items, total = query.select(self.state.sessions.values())
+        state = self.state
+        channel_filter = [value for attr, value in query.filters if attr == "channel_id"]
+        if not query.filters and query.sort_attr == "updated_at":
+            # Every session of the app by its last change: from the index, O(page) however many there are.
+            index = state.session_index
+            items, total = index.page(query.page, query.per_page, newest_first=query.descending), len(index)
+        elif channel_filter:
+            # One channel's sessions: only those are read, not every session of the app.
+            ids = state.channel_sessions.get(channel_filter[0]) if isinstance(channel_filter[0], str) else None
+            sessions = state.sessions
+            items, total = query.select([sessions[sid] for sid in ids or () if sid in sessions])
+        else:
+            items, total = query.select(state.sessions.values())
         page = Page(
             data=[s.to_model() for s in items], total=total, count=len(items), page=query.page, per_page=query.per_page
         )
@@ -201,9 +216,10 @@ class _Api:
             items, total = query.select(list(session.events) if session is not None else [])
         elif not state.app_wide_listings:
             raise EmulatorError(400, "q is required: list the events of one session ({\"sessionId\": id})")
-        elif not query.filters and query.sort_attr == "updated_at" and query.descending:
+        elif not query.filters and query.sort_attr == "updated_at":
             # The app-wide feed: from the index, so that a page costs O(page) however many events there are.
-            items, total = state.event_index.newest_first(query.page, query.per_page), len(state.event_index)
+            index = state.event_index
+            items, total = index.page(query.page, query.per_page, newest_first=query.descending), len(index)
         else:
             items, total = query.select([e for s in state.sessions.values() for e in s.events])
         raw = state.raw_events

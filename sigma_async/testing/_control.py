@@ -15,6 +15,11 @@ standalone emulator (``sigma-async emulator``) is moved by one of these:
 
   They answer 404 for an unknown key and 409 when the session cannot do that now (ended, already live, ...).
 
+- a bulk route, for load: ``POST /_emulator/live-sessions`` with ``{"count": N}`` (and optionally ``"name"``,
+  ``"stopTimeout"``) makes N channels, each started with an encoder connected, and answers
+  ``{"sessionIds": [...], "channelIds": [...]}``: a hundred thousand live sessions in seconds, not in 300,000
+  requests.
+
 - the playback control routes, authenticated the same way, misbehave on a channel's HLS output (``_hls``) until
   resumed; each answers the output's state (``{"renditions": [{"name", "mediaSequence", "stalled",
   "failing"}, ...], ...}``)::
@@ -35,19 +40,23 @@ from datetime import datetime, timedelta
 import msgspec
 from aiohttp import web
 
+from ..models import ChannelCreate
 from ._hls import HlsOrigin
 from ._state import EmulatorError, EmulatorState, SessionState
 
 __all__ = [
     "CONTROL_PATH",
     "CONTROL_ROUTES",
+    "LIVE_SESSIONS_PATH",
     "PLAYBACK_CONTROL_PATH",
     "AutoPublisher",
     "add_control_routes",
+    "add_live_sessions",
     "is_control_route",
 ]
 
 CONTROL_PATH = "/_emulator/sessions/{key}"
+LIVE_SESSIONS_PATH = "/_emulator/live-sessions"
 PLAYBACK_CONTROL_PATH = "/_emulator/channels/{channel_id}/playback"
 #: What each control route does, by the last segment of its path.
 CONTROL_ROUTES: dict[str, Callable[[EmulatorState, str], SessionState]] = {
@@ -63,6 +72,7 @@ def add_control_routes(app: web.Application, state: EmulatorState, origin: HlsOr
     """Serve the control routes on ``app``, whose middleware authenticates them as it does the API's."""
     for name, action in CONTROL_ROUTES.items():
         app.router.add_post(f"{CONTROL_PATH}/{name}", _handler(state, action))
+    app.router.add_post(LIVE_SESSIONS_PATH, _live_sessions_handler(state))
     if origin is not None:
         for name in ("stall", "fail", "resume"):
             app.router.add_post(f"{PLAYBACK_CONTROL_PATH}/{name}", _playback_handler(origin, name))
@@ -81,6 +91,49 @@ def _handler(
         # EmulatorError (404 unknown key, 409 wrong moment) becomes the API's error body in the middleware.
         session = action(state, request.match_info["key"])
         return web.Response(body=_encoder.encode(session.to_model()), content_type="application/json")
+
+    return handle
+
+
+def add_live_sessions(
+    state: EmulatorState, count: int, *, name: str = "live", stop_timeout: int = 86_400
+) -> list[SessionState]:
+    """``count`` new channels, each started with a publisher connected: ``count`` live sessions, in one go.
+
+    Each goes through ``create_channel``, ``start_channel`` and ``connect_publisher`` (its events, statuses and
+    stamps are theirs), without a request each. Channels are named ``{name}-1``, ...; the long default
+    ``stop_timeout`` keeps a session whose signal is later dropped from ending by itself.
+    """
+    if count < 0:
+        raise EmulatorError(400, f"count must be >= 0, got {count}")
+    if not name.strip():
+        raise EmulatorError(422, "name must not be empty")
+    if stop_timeout < 0:
+        raise EmulatorError(422, "stopTimeout must be a non-negative number of seconds")
+    spec = ChannelCreate(name=name, stop_timeout=stop_timeout).to_body()
+    sessions = []
+    for i in range(1, count + 1):
+        channel = state.create_channel(msgspec.structs.replace(spec, name=f"{name}-{i}"))
+        state.start_channel(channel.id)
+        sessions.append(state.connect_publisher(channel.id))
+    return sessions
+
+
+class _LiveSessions(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    count: int
+    name: str = "live"
+    stop_timeout: int = 86_400
+
+
+def _live_sessions_handler(state: EmulatorState) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handle(request: web.Request) -> web.Response:
+        try:
+            spec = msgspec.json.decode(await request.read(), type=_LiveSessions)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise EmulatorError(400, f'expected {{"count": N}} (optional "name", "stopTimeout"): {exc}') from None
+        sessions = add_live_sessions(state, spec.count, name=spec.name, stop_timeout=spec.stop_timeout)
+        body = {"sessionIds": [s.id for s in sessions], "channelIds": [s.channel_id for s in sessions]}
+        return web.Response(body=_encoder.encode(body), content_type="application/json")
 
     return handle
 

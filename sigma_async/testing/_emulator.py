@@ -16,7 +16,7 @@ from .._config import Credentials
 from ..models import Channel, ChannelCreate, Event
 from ._app import BASE_PATH, build_app
 from ._clock import Clock
-from ._control import AutoPublisher
+from ._control import AutoPublisher, add_live_sessions
 from ._faults import FaultPlan, Journal
 from ._hls import HlsOrigin
 from ._state import ChannelState, EmulatorState, SessionState
@@ -65,6 +65,7 @@ class Emulator:
         throttle_window: float | None = None,
         app_wide_listings: bool = True,
         max_per_page: int | None = None,
+        latency: float = 0.0,
     ) -> None:
         self.credentials = Credentials(username=username, secret_key=secret_key, app_id=app_id)
         self.host = host
@@ -76,6 +77,10 @@ class Emulator:
         self.state.app_wide_listings = app_wide_listings
         #: ``max_per_page=N``: listings hold at most N items whatever ``perPage`` asked, and say so.
         self.state.max_per_page = max_per_page
+        if not 0 <= latency < float("inf"):
+            raise ValueError(f"latency must be a number of seconds >= 0, got {latency!r}")
+        #: ``latency=S``: every API answer is held back S real seconds (settable later: ``emu.state.latency``).
+        self.state.latency = latency
         self.faults = FaultPlan(random.Random(rng.getrandbits(64)))
         #: ``throttle=R``: answer 429 past R requests a second (see ``throttle()``); with ``throttle_window=W``,
         #: past R * W requests in any W seconds.
@@ -206,6 +211,11 @@ class Emulator:
         self.state.stop_channel(channel_id)
         assert session_id is not None  # stop_channel refuses a channel without one
         return self.state.sessions[session_id]
+
+    def add_live_sessions(self, count: int, *, name: str = "live", stop_timeout: int = 86_400) -> list[SessionState]:
+        """``count`` channels, each started with an encoder connected: ``count`` live sessions, without a request
+        each (a hundred thousand take seconds). Channels are named ``{name}-1``, ``{name}-2``, ..."""
+        return add_live_sessions(self.state, count, name=name, stop_timeout=stop_timeout)
 
     def delete_channel(self, channel_id: str) -> None:
         """Delete a channel as a user would in the console, without going through HTTP (its open session ends)."""

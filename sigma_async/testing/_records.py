@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import random
+import string
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from ..models import Channel, ChannelCreateBody, ChannelInput, ClientInfo, Event, Session
 
-__all__ = ["RTMP_SERVER", "ChannelState", "SessionState"]
+__all__ = ["RTMP_SERVER", "ChannelState", "SessionState", "publisher_info", "uuid4_from"]
 
 RTMP_SERVER = "rtmp://127.0.0.1:1935/livestream"
+# The variant (10xx) and version (0100) bits of a version-4 UUID, as ``uuid.UUID(int=..., version=4)`` sets them.
+_UUID_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
+_UUID_V4 = (0x8000 << 48) | (4 << 76)
+_ALPHABET = string.ascii_lowercase + string.digits
 
 
 @dataclass(eq=False)
@@ -118,3 +124,26 @@ class SessionState:
             started_at=self.started_at,
             finished_at=self.finished_at,
         )
+
+
+def uuid4_from(rng: random.Random) -> str:
+    """A version-4 UUID from ``rng``: ``str(uuid.UUID(int=rng.getrandbits(128), version=4))``, spelled out, since a
+    hundred thousand sessions make over half a million of them."""
+    bits = (rng.getrandbits(128) & _UUID_CLEAR) | _UUID_V4
+    h = f"{bits:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def publisher_info(rng: random.Random, channel: ChannelState) -> ClientInfo:
+    """What the API shows of the encoder that connected to ``channel``."""
+    return ClientInfo(
+        action="on_publish",
+        stream=channel.stream_token,
+        ip="127.0.0.1",
+        client_id="".join(rng.choices(_ALPHABET, k=8)),
+        param="",
+        tc_url=RTMP_SERVER,
+        ips=[],
+        app="livestream",
+        stream_id="vid-" + "".join(rng.choices(_ALPHABET, k=7)),
+    )

@@ -53,6 +53,15 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--max-per-page", type=int, default=None, metavar="N",
         help="listing pages hold at most N items whatever perPage asked, and say so (default: no cap)",
     )  # fmt: skip
+    parser.add_argument(
+        "--latency", type=float, default=0.0, metavar="SECONDS",
+        help="hold every API answer back this long, as a loaded server does (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--live-sessions", type=int, default=0, metavar="N",
+        help="start with N live sessions (channels live-1 ... live-N, each started with an encoder connected); "
+        "list them with GET /api/livestream/sessions without q (default: none)",
+    )  # fmt: skip
     parser.epilog = CONTROL_HELP
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
@@ -64,6 +73,7 @@ control routes (authenticated like the API; KEY is a channel id, meaning its ope
   POST /_emulator/sessions/KEY/unpublish   the encoder goes away: the session ends after stopTimeout
   POST /_emulator/sessions/KEY/interrupt   the signal drops
   POST /_emulator/sessions/KEY/restore     the signal comes back
+  POST /_emulator/live-sessions            {"count": N}: N more live sessions at once; answers their ids
 
 each channel's HLS output is served at its liveStreamUrl (/manifest/CHANNEL/master.m3u8, no credentials);
 playback controls (authenticated too), until resume:
@@ -93,6 +103,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
             parser.error(f"--throttle-window must be a number of seconds > 0, got {args.throttle_window}")
     if args.max_per_page is not None and args.max_per_page < 1:
         parser.error(f"--max-per-page must be >= 1, got {args.max_per_page}")
+    if not 0 <= args.latency < float("inf"):
+        parser.error(f"--latency must be a number of seconds >= 0, got {args.latency}")
+    if args.live_sessions < 0:
+        parser.error(f"--live-sessions must be >= 0, got {args.live_sessions}")
     try:
         emulator = Emulator(
             host=args.host,
@@ -107,11 +121,12 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
             throttle_window=args.throttle_window,
             app_wide_listings=args.app_wide_listings,
             max_per_page=args.max_per_page,
+            latency=args.latency,
         )
     except ValueError as exc:  # e.g. credentials the client could not send
         parser.error(str(exc))
     try:
-        asyncio.run(serve(emulator))
+        asyncio.run(serve(emulator, live_sessions=args.live_sessions))
     except KeyboardInterrupt:  # where signal handlers are not available (Windows)
         pass
     except (OSError, OverflowError) as exc:
@@ -127,10 +142,13 @@ async def serve(
     stop: asyncio.Event | None = None,
     on_ready: Callable[[Emulator], object] | None = None,
     out: TextIO | None = None,
+    live_sessions: int = 0,
 ) -> None:
     """Run ``emulator`` until ``stop`` is set or the process gets SIGINT/SIGTERM.
 
-    Once listening it calls ``on_ready``, or by default prints one line with its URL and credentials.
+    Once listening (and holding ``live_sessions`` live sessions, made once its URL is known, which their
+    channels' ``liveStreamUrl`` carries) it calls ``on_ready``, or by default prints one line with its URL and
+    credentials.
     """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -141,6 +159,8 @@ async def serve(
             installed.append(sig)
     try:
         async with emulator:
+            if live_sessions:
+                emulator.add_live_sessions(live_sessions)
             if on_ready is not None:
                 on_ready(emulator)
             else:
@@ -148,6 +168,12 @@ async def serve(
                 if emulator.auto_publisher is not None:
                     delay = emulator.auto_publisher.delay.total_seconds()
                     print(f"A simulated encoder connects to each session {delay:g} s after its channel starts.",
+                          file=out or sys.stdout, flush=True)  # fmt: skip
+                if live_sessions:
+                    print(f"{live_sessions:,} live sessions on channels live-1 ... live-{live_sessions}.",
+                          file=out or sys.stdout, flush=True)  # fmt: skip
+                if emulator.state.latency:
+                    print(f"Every API answer is held back {emulator.state.latency:g} s.",
                           file=out or sys.stdout, flush=True)  # fmt: skip
             await stop.wait()
     finally:

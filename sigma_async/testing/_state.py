@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import heapq
 import random
-import string
-import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 import msgspec
 
-from ..models import ChannelCreateBody, ClientInfo, Event, EventAction, Status
+from ..models import ChannelCreateBody, Event, EventAction, Status
 from ._clock import Clock
-from ._index import EventIndex
-from ._records import RTMP_SERVER, ChannelState, SessionState
+from ._index import RecencyIndex
+from ._records import ChannelState, SessionState, publisher_info, uuid4_from
 
 __all__ = ["ChannelState", "EmulatorError", "EmulatorState", "SessionState"]
 
@@ -61,12 +59,17 @@ class EmulatorState:
         self.next_scheduled: Callable[[], datetime | None] | None = None
         #: Told whenever a session's publisher, signal or end changes: what its HLS output follows (``_hls``).
         self.on_output_change: Callable[[SessionState], object] | None = None
-        #: The app's events in written order, for listings without ``q`` (``poll="feed"``).
-        self.event_index = EventIndex()
+        #: The app's events and sessions in written order, for listings without ``q`` (``poll="feed"``).
+        self.event_index: RecencyIndex[Event] = RecencyIndex()
+        self.session_index: RecencyIndex[SessionState] = RecencyIndex()
+        #: Each channel's session ids, oldest first, kept after the channel is deleted (its sessions stay listed).
+        self.channel_sessions: dict[str, list[str]] = {}
         #: Whether listings without ``q`` are served (off: they answer 400, as a server that does not has it).
         self.app_wide_listings = True
         #: The most items a listing page holds, whatever ``perPage`` asked (None: no cap beyond the API's).
         self.max_per_page: int | None = None
+        #: Real seconds every API answer is held back before it is made, as a loaded server's are (0: none).
+        self.latency = 0.0
         #: Event ids whose wire form is replaced by this raw JSON object (malformed events for tests).
         self.raw_events: dict[str, bytes] = {}
         self._last_stamp = datetime.min.replace(tzinfo=timezone.utc)
@@ -96,6 +99,7 @@ class EmulatorState:
             updated_at=now,
         )
         self.channels[cid] = channel
+        self.channel_sessions[cid] = channel.session_ids
         return channel
 
     def channel(self, channel_id: str) -> ChannelState:
@@ -121,6 +125,7 @@ class EmulatorState:
             updated_at=now,
         )
         self.sessions[session.id] = session
+        self.session_index.put(session.id, now, session)
         channel.session_ids.append(session.id)
         channel.current_session_id = session.id
         channel.updated_at = now
@@ -170,7 +175,7 @@ class EmulatorState:
         if session.publisher_connected:
             raise EmulatorError(409, f"Session {session.id} already has a publisher")
         session.publisher_connected = True
-        session.client_info = self._client_info(session.channel)
+        session.client_info = publisher_info(self._rng, session.channel)
         if session.started_at is None:
             session.started_at = self._event(session, EventAction.START, actor="system").created_at
             self._set_status(session, Status.LIVE)
@@ -237,6 +242,7 @@ class EmulatorState:
         event = self._event(session, action, actor=actor, message=message, at=at)
         if not bump_session:
             session.updated_at = row_updated
+            self.session_index.put(session.id, row_updated, session)
         return event
 
     def add_late_event(self, session_id: str, action: str, *, created_at: datetime) -> Event:
@@ -304,7 +310,7 @@ class EmulatorState:
         return None
 
     def new_id(self) -> str:
-        return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+        return uuid4_from(self._rng)
 
     # -- helpers --------------------------------------------------------------------------------------------
 
@@ -324,7 +330,9 @@ class EmulatorState:
         else:
             when = at
             self._last_stamp = max(self._last_stamp, when)
-        session.updated_at = max(session.updated_at, when)
+        if when > session.updated_at:
+            session.updated_at = when
+            self.session_index.put(session.id, when, session)
         return when
 
     def _event(
@@ -347,12 +355,12 @@ class EmulatorState:
             message=message if message is not None else MESSAGES.get(action),
         )
         session.events.append(event)
-        self.event_index.add(event)
+        self.event_index.put(event.id, when, event)
         return event
 
     def _rewrite(self, session: SessionState, old: Event, new: Event) -> Event:
         session.events[session.events.index(old)] = new
-        self.event_index.replace(old, new)
+        self.event_index.put(new.id, new.updated_at or new.created_at, new)
         return new
 
     def _set_status(self, session: SessionState, status: str) -> None:
@@ -393,20 +401,6 @@ class EmulatorState:
     def _output_changed(self, session: SessionState) -> None:
         if self.on_output_change is not None:
             self.on_output_change(session)
-
-    def _client_info(self, channel: ChannelState) -> ClientInfo:
-        alphabet = string.ascii_lowercase + string.digits
-        return ClientInfo(
-            action="on_publish",
-            stream=channel.stream_token,
-            ip="127.0.0.1",
-            client_id="".join(self._rng.choices(alphabet, k=8)),
-            param="",
-            tc_url=RTMP_SERVER,
-            ips=[],
-            app="livestream",
-            stream_id="vid-" + "".join(self._rng.choices(alphabet, k=7)),
-        )
 
 
 def _camel(name: str) -> str:

@@ -293,9 +293,13 @@ class SessionStatus(msgspec.Struct):
 
 
 class Page(msgspec.Struct, Generic[T], rename="camel"):
-    """One page of a listing. ``total`` is the server's count of all items, ``count`` of this page's."""
+    """One page of a listing. ``total`` is the server's count of all items, ``count`` of this page's.
 
-    data: list[T] = msgspec.field(default_factory=list)
+    ``data`` is required: an answer without it (an error envelope sent with a 200, say) is not a page, and reads
+    as a ``ResponseDecodeError`` rather than as an empty listing.
+    """
+
+    data: list[T]
     total: int | None = None
     count: int | None = None
     page: int | None = None

@@ -19,7 +19,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from .._protocol import check_id
-from ..errors import AuthenticationError, PermissionDeniedError, SigmaError
+from ..errors import AuthenticationError, PermissionDeniedError, SigmaError, WatchError
 from ..transitions import Transition
 from ..watch._cursor import decode_cursor
 from ._base import (
@@ -219,14 +219,20 @@ class Relay(LaneWork):
                 self._owned.discard(key)
                 await self._finish(key)
                 return
-            self._monitor.add_session(ident, since=since, channel_id=self._channel_of.get(ident))
+            try:
+                self._monitor.add_session(ident, since=since, channel_id=self._channel_of.get(ident))
+            except ValueError as exc:  # a damaged cursor in the store: that watch alone cannot go on
+                self._watch_failed(ident, WatchError(f"the store's cursor of session {ident}: {exc}"))
         else:
             if self.ownership.stays_open:
                 # Taken over from another replica, maybe: its sessions resume from what the store holds now.
                 fresh = await self._load_cursors()
                 self._cursors.clear()
                 self._cursors.update(fresh)
-            self._monitor.add_channel(ident)
+            try:
+                self._monitor.add_channel(ident)
+            except ValueError as exc:  # a damaged cursor in the store, of one of its sessions
+                self._watch_failed(ident, WatchError(f"channel {ident}: {exc}"))
 
     async def release(self, key: str, *, settle: float = 0.0) -> None:
         """Stop watching ``key`` here; its queued records are dropped unsaved (see ``Claims``).

@@ -31,6 +31,7 @@ _CHECK_BYTES: Final = 6
 _CHECK_KEY: Final = b"sigma-async watch cursor v3"
 _SIGNALS: Final = frozenset({"stable", "interrupted", "restored"})
 _RANKS: Final = frozenset({-1, 0, 2, 4, 5, 6, 8})
+_HELD_STEPS: Final = frozenset({"initializing", "started", "live", "live (seen on air)", "stopped"})
 
 
 class Cursor(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
@@ -49,7 +50,7 @@ class Cursor(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
     n: int = 0  # unknown statuses yielded
     k: str | None = None  # kind of the last transition
     e: datetime | None = None  # terminal status read at this time: the end is held for the final events read
-    h: datetime | None = None  # a stop read from the status at this time, held for its event
+    h: dict[str, list[datetime]] = msgspec.field(default_factory=dict)  # steps shown, held: [when shown, time]
 
 
 class _CursorV2(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
@@ -107,8 +108,10 @@ def decode_cursor(cursor: str, session_id: str) -> Cursor:
         raise ValueError("watch cursor holds an impossible position")
     if c.m is None and c.i:
         raise ValueError("watch cursor has event ids but no mark")
-    if any(t is not None and t.tzinfo is None for t in (c.m, c.ca, c.e, c.h)):
+    if any(t is not None and t.tzinfo is None for t in (c.m, c.ca, c.e)):
         raise ValueError("watch cursor has a timestamp without a zone")
+    if any(step not in _HELD_STEPS or len(pair) != 2 for step, pair in c.h.items()):
+        raise ValueError("watch cursor holds an impossible held step")
     return c
 
 

@@ -72,10 +72,14 @@ class Engine(Scheduler):
         self.resync = resync
         self.table = table
         self.cursors: Mapping[str, str] = cursors if cursors is not None else {}
-        # A status step read before its event waits for it until the next poll, which comes at least this late.
-        self.hold = 0.9 * (1.0 - jitter) * interval
+        # A status step read before its event waits up to one interval for it: the read that places it begins at
+        # least this long after the status was read.
+        self.hold = interval
         self.sessions: dict[str, WatchedSession] = {}
         self.channels: dict[str, WatchedChannel] = {}
+        # Sessions no channel had claimed that left while channels are watched: when, by the clock. A channel
+        # that lists one afterwards takes it for one it already reported, until every channel has read past it.
+        self.tombstones: dict[str, float] = {}
         self.feed: WatchedFeed | None = WatchedFeed() if poll in ("feed", "auto") else None
         self._feed_scheduled = False
         # Fed sessions added before the feed's first answer wait for it, with when they would have read: the feed
@@ -196,8 +200,9 @@ class Engine(Scheduler):
     async def _poll_session(self, watched: WatchedSession) -> None:
         resync = watched.plan.mode == "fed" and self.now() >= watched.next_resync
         plan = watched.plan.reads(watched.tracker, resync=resync)
+        began = self.clock.wall()
         try:
-            status, events = await self.guarded(watched, self._session_reads(watched, plan))
+            status, status_at, events = await self.guarded(watched, self._session_reads(watched, plan))
         except SigmaError as exc:
             watched.busy = False
             self.failed(watched, exc)
@@ -210,25 +215,40 @@ class Engine(Scheduler):
             # Spread evenly over one resync period from the first read on, never bunched at start.
             spread = random.uniform(0.0, 1.0) if not watched.started else random.uniform(0.9, 1.1)
             watched.next_resync = self.now() + self.resync * spread
-        self._feed_session(watched, plan, status, events)
+        self._feed_session(watched, plan, status, status_at, events, began)
 
-    async def _session_reads(self, watched: WatchedSession, plan: ReadPlan) -> tuple[str | None, list[Event]]:
+    async def _session_reads(
+        self, watched: WatchedSession, plan: ReadPlan
+    ) -> tuple[str | None, datetime | None, list[Event]]:
         tracker = watched.tracker
-        status = (await self.client.sessions.status(tracker.session_id)).status if plan.status else None
-        if status is None and watched.row is not None:
-            status = watched.row.status  # the channel's listing read it, before the events below
+        status, status_at = None, None
+        if plan.status:
+            status = (await self.client.sessions.status(tracker.session_id)).status
+            status_at = self.clock.wall()
+        elif watched.row is not None:
+            status, status_at = watched.row.status, watched.row_at  # a listing read it, before the events below
         events = await read_new_events(self.client, tracker) if plan.events else []
-        return status, events
+        return status, status_at, events
 
-    def _feed_session(self, watched: WatchedSession, plan: ReadPlan, status: str | None, events: list[Event]) -> None:
+    def _feed_session(
+        self,
+        watched: WatchedSession,
+        plan: ReadPlan,
+        status: str | None,
+        status_at: datetime | None,
+        events: list[Event],
+        began: datetime,
+    ) -> None:
         tracker = watched.tracker
         if watched.pending:
             events = events + watched.pending
             watched.pending = None
         started_at = watched.row.started_at if watched.row is not None else None
         watched.row_moved = False
+        if plan.events:
+            watched.catching_up = False
         fresh = [e for e in events if not tracker.knows(e)]
-        transitions = tracker.feed(status, events, self.clock.wall(), started_at=started_at)
+        transitions = tracker.feed(status, events, began, started_at=started_at, status_at=status_at)
         watched.plan.polled(plan, fresh, self.table)
         self.emit_session(watched, transitions)
         if not tracker.ended:
@@ -251,7 +271,7 @@ class Engine(Scheduler):
         elif plan.mode == "fed":
             # An announced change is read at once, unless a held step is pending: its read comes at release.
             held = watched.tracker.release_at is not None
-            due = now if plan.announced and not held else watched.next_resync
+            due = now if plan.announced and not plan.by_row and not held else watched.next_resync
         elif plan.by_row:
             due = now + self.jittered(self.interval * plan.status_every)
         else:
@@ -262,6 +282,8 @@ class Engine(Scheduler):
         return due
 
     def drop_session(self, watched: WatchedSession, *, purge: bool) -> None:
+        if self.channels and not watched.channels:
+            self.tombstones[watched.ident] = self.now()
         watched.alive = False
         if watched.output is not None:
             watched.output.alive = False
@@ -290,11 +312,12 @@ class Engine(Scheduler):
 
     def _plan(self, *, by_row: bool) -> SessionPlan:
         mode = self.mode
-        return SessionPlan(
-            "fed" if mode == "fed" else ("full" if mode == "full" else "lean"),
-            status_every=self.status_every,
-            by_row=by_row and mode == "lean",
-        )
+        if mode == "fed":
+            assert self.feed is not None
+            return SessionPlan("fed", status_every=self.status_every, by_row=self.feed.view.rows is True)
+        if mode == "full":
+            return SessionPlan("full", status_every=self.status_every)
+        return SessionPlan("lean", status_every=self.status_every, by_row=by_row)
 
     def _register(self, watched: WatchedSession, due: float) -> None:
         watched.last_ok = self.now()
@@ -320,6 +343,7 @@ class Engine(Scheduler):
 
     async def _poll_channel(self, channel: WatchedChannel) -> None:
         view = channel.view
+        began = self.now()
 
         async def reads() -> Any:
             if view.check_due(self.status_every):
@@ -338,21 +362,37 @@ class Engine(Scheduler):
         channel.busy = False
         if not channel.alive:
             return
+        answered = self.clock.wall()
         channel.succeeded(self.now())
         cid = view.channel_id
         new, moved = view.sort_out(read, lambda sid: sid in self.sessions and cid in self.sessions[sid].channels)
         for row in moved:
-            self._row_moved(self.sessions[row.id], row)
+            self._row_moved(self.sessions[row.id], row, answered)
         for row in new:
             try:
                 _server_id(row.id, cid)
             except WatchError as exc:
                 self._give_up(channel, exc)
                 return
-            self._take_up(cid, row.id, since=self.cursors.get(row.id), row=row)
+            self._take_up(cid, row.id, since=self.cursors.get(row.id), row=row, row_at=answered)
+        channel.read_began = began
+        if self.tombstones:
+            # A session gone before a read of every channel began was in that read, if it was to be listed at all.
+            oldest = min(c.read_began for c in self.channels.values())
+            self.tombstones = {sid: at for sid, at in self.tombstones.items() if at >= oldest}
         self.schedule(channel, self.now() + self.jittered(self.interval))
 
-    def _take_up(self, channel_id: str, session_id: str, *, since: str | None, row: Session | None) -> None:
+    def _take_up(
+        self,
+        channel_id: str,
+        session_id: str,
+        *,
+        since: str | None,
+        row: Session | None,
+        row_at: datetime | None = None,
+    ) -> None:
+        if session_id in self.tombstones:
+            return  # reported (or removed) directly before any channel claimed it: once is enough
         watched = self.sessions.get(session_id)
         if watched is not None:
             if channel_id not in watched.channels:
@@ -360,19 +400,23 @@ class Engine(Scheduler):
             if watched.tracker.channel_id is None:
                 watched.tracker.channel_id = channel_id
             if row is not None:
-                self._row_moved(watched, row)
+                self._row_moved(watched, row, row_at)
             return
-        tracker = self._tracker(
-            session_id, since=since, channel_id=channel_id, created_at=row.created_at if row is not None else None
-        )
+        try:
+            tracker = self._tracker(
+                session_id, since=since, channel_id=channel_id, created_at=row.created_at if row is not None else None
+            )
+        except ValueError as exc:  # a cursor learned since the watch began, and damaged: that session alone fails
+            self.report(session_id, WatchError(f"session {session_id}: its cursor: {exc}"))
+            return
         if tracker.ended:
             return
         watched = WatchedSession(tracker, self._plan(by_row=True), direct=False, channel=channel_id)
-        watched.row = row
+        watched.row, watched.row_at = row, row_at
         self._register(watched, self.now())
 
-    def _row_moved(self, watched: WatchedSession, row: Session) -> None:
-        watched.row = row
+    def _row_moved(self, watched: WatchedSession, row: Session, row_at: datetime | None) -> None:
+        watched.row, watched.row_at = row, row_at
         if watched.plan.by_row or watched.plan.mode == "fed":
             watched.row_moved = True
             if not watched.busy:
@@ -387,8 +431,9 @@ class Engine(Scheduler):
         for session_id, cursor in self.cursors.items():
             try:
                 c = decode_cursor(cursor, session_id)
-            except ValueError:
-                continue  # not this layer's to judge: a direct add of that session reports it
+            except ValueError as exc:
+                # Now, at the call, rather than later inside the running watch.
+                raise ValueError(f"cursors[{session_id!r}]: {exc}") from exc
             if c.c != channel_id:
                 continue
             if c.ca is not None:

@@ -8,10 +8,12 @@ first). Only a definite answer refuses it; a 429, a 5xx or a dropped connection 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Final
 
 from ..errors import APIStatusError, ResponseDecodeError, SigmaError, WatchError
-from ..models import Event, Page
+from ..models import Event, Page, Session
 from ._window import ReadWindow, written
 
 __all__ = ["DEFAULT_RESYNC", "FEED_PAGE_SIZE", "FeedRefused", "FeedView", "refuses_feed"]
@@ -36,18 +38,46 @@ def refuses_feed(exc: SigmaError) -> bool:
         return True
     if isinstance(exc, APIStatusError):
         status = exc.status_code
-        return (400 <= status < 500 and status not in (401, 403, 408, 429)) or status in (501, 505)
+        # 403 here is "not for this app", not bad credentials (those are 401, and the sessions' own reads say so).
+        return (400 <= status < 500 and status not in (401, 408, 429)) or status in (501, 505)
     return False
 
 
 class FeedView:
-    """What the feed has read of the app-wide listing, and where each event goes."""
+    """What the feed has read of the app-wide listings, and where each event goes.
 
-    __slots__ = ("probed", "window")
+    Two listings, newest ``updatedAt`` first: the events (``window``: read by id within the late window), and the
+    sessions, whose rows carry each session's status (``rows``: None until tried, False if the server refuses
+    it; ``rows_at``/``rows_ids``: the newest row read, and the rows read at that instant).
+    """
+
+    __slots__ = ("probed", "rows", "rows_at", "rows_failures", "rows_ids", "window")
 
     def __init__(self) -> None:
         self.window = ReadWindow(limit=FEED_WINDOW_KEYS)
         self.probed = False
+        self.rows: bool | None = None
+        self.rows_failures = 0  # passes in a row whose sessions listing failed
+        self.rows_at: datetime | None = None
+        self.rows_ids: set[str] = set()
+
+    def ends_rows(self, row: Session) -> bool:
+        """True if a read of the sessions listing can stop at this row: nothing at or below it changed since."""
+        updated = row.updated_at or row.created_at
+        top = self.rows_at
+        if top is None or updated is None:
+            return False
+        return updated < top or (updated == top and row.id in self.rows_ids)
+
+    def note_rows(self, rows: Iterable[Session]) -> None:
+        for row in rows:
+            updated = row.updated_at or row.created_at
+            if updated is None:
+                continue
+            if self.rows_at is None or updated > self.rows_at:
+                self.rows_at, self.rows_ids = updated, {row.id}
+            elif updated == self.rows_at:
+                self.rows_ids.add(row.id)
 
     def ends_read(self, event: Event) -> bool:
         """True if a read can stop after a page ending in this event: read on an earlier pass and written before
@@ -67,7 +97,12 @@ class FeedView:
         self.probed = True
 
     def take(self, events: list[Event]) -> dict[str, list[Event]]:
-        """Note a pass's events as read; each session's share of them."""
+        """Note a pass's events as read; each session's share of them. ``FeedRefused`` if the listing is no longer
+        newest first: most of its neighbours in order oldest first (one event out of place is a late one)."""
+        stamps = [written(e) for e in events]
+        pairs = len(stamps) - 1
+        if pairs >= 4 and sum(a < b for a, b in itertools.pairwise(stamps)) > pairs // 2:
+            raise FeedRefused("the server's app-wide event listing is no longer newest first")
         self.window.note_all(events)
         mine: dict[str, list[Event]] = {}
         for event in events:

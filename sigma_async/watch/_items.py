@@ -7,6 +7,8 @@ session.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from ..errors import SigmaError
 from ..models import Event, Session
 from ..playback import PlaybackWatch
@@ -50,7 +52,10 @@ class Item:
 class WatchedSession(Item):
     """One session: its tracker and plan, and who claims it (directly, and through which channels)."""
 
-    __slots__ = ("channels", "direct", "next_resync", "output", "pending", "plan", "row", "row_moved", "tracker")
+    __slots__ = (
+        "catching_up", "channels", "direct", "next_resync", "output", "pending", "plan", "row", "row_at",
+        "row_moved", "tracker",
+    )  # fmt: skip
 
     def __init__(self, tracker: SessionTracker, plan: SessionPlan, *, direct: bool, channel: str | None) -> None:
         super().__init__()
@@ -59,10 +64,12 @@ class WatchedSession(Item):
         self.direct = direct
         # A tuple, not a set: a session has a claim or two, and a tuple of strings is not tracked by the GC.
         self.channels: tuple[str, ...] = (channel,) if channel is not None else ()
-        self.row: Session | None = None  # its newest row in a channel's listing: status and startedAt
+        self.row: Session | None = None  # its newest row in a listing: status and startedAt
+        self.row_at: datetime | None = None  # when the listing answered with that row
         self.row_moved = False
         self.pending: list[Event] | None = None  # events the feed routed here while its own read was running
         self.next_resync = 0.0
+        self.catching_up = False  # fed: its own events read must come first (the feed has a gap for it)
         self.output: WatchedOutput | None = None  # its HLS output's watch, with playback=True, once on air
 
     @property
@@ -86,11 +93,12 @@ class WatchedSession(Item):
 class WatchedChannel(Item):
     """One channel: where its listing was read to; the sessions it claims are found by their ``channels``."""
 
-    __slots__ = ("gone", "view")
+    __slots__ = ("gone", "read_began", "view")
 
     def __init__(self, view: ChannelView) -> None:
         super().__init__()
         self.view = view
+        self.read_began = float("-inf")  # when its last good read began
         self.gone: SigmaError | None = None  # deleted: no more sessions; the error ends it once they ended
 
     @property

@@ -57,7 +57,8 @@ class SessionPlan:
             raise ValueError(f"status_every must be >= 1, got {status_every!r}")
         self.mode: Mode = mode
         self.status_every = status_every
-        #: Driven by a channel's listing: its row carries the status, so no status read of its own.
+        #: A listing's row carries the status (a lean channel's, or the feed's app-wide sessions listing), so no
+        #: status read of its own.
         self.by_row = by_row
         self.announced = False  # the last events announced a status change
         self.polls_since_status: int | None = None  # None: never read
@@ -71,10 +72,11 @@ class SessionPlan:
         if self.mode == "full":
             return ReadPlan(status=not tracker.awaiting_final_events, events=True)
         if self.mode == "fed":
-            first = self.polls_since_status is None
+            # by_row: the feed reads the app-wide sessions listing too, whose rows bring the status.
+            first = self.polls_since_events is None
             if first or resync:
-                return ReadPlan(status=not tracker.awaiting_final_events, events=True)
-            return ReadPlan(status=self.announced and not final, events=final)
+                return ReadPlan(status=not tracker.awaiting_final_events and (first or not self.by_row), events=True)
+            return ReadPlan(status=self.announced and not final and not self.by_row, events=final)
         if self.by_row:
             # Polled only when its row moved, when a held step is due, and every status_every intervals.
             return ReadPlan(status=False, events=True)

@@ -86,8 +86,9 @@ async def read_back(fetch: _Fetch, ends_read: Callable[[Event], bool], per_page:
             if event.id not in found:
                 found[event.id] = event
                 fresh += 1
-        served = _served(page, per_page)
-        if len(page.data) < served or (page.total is not None and page_number * served >= page.total):
+        # A short page is the only sure last one (a total may lie); a server that caps perPage says so in the
+        # page's own perPage, and its pages end there.
+        if len(page.data) < _served(page, per_page):
             return list(found.values())
         if ends_read(page.data[-1]):
             return list(found.values())

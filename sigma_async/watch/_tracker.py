@@ -53,7 +53,7 @@ class SessionTracker:
     """
 
     __slots__ = (
-        "_held_stop", "_last_kind", "_live", "_pending_end", "_rank", "_signal", "_status", "_unknown_statuses",
+        "_held", "_last_kind", "_live", "_pending_end", "_rank", "_signal", "_status", "_unknown_statuses",
         "_window", "_yielded", "channel_id", "created_at", "hold", "session_id", "table",
     )  # fmt: skip
 
@@ -85,7 +85,8 @@ class SessionTracker:
         self._unknown_statuses = 0
         self._last_kind: str | None = None
         self._pending_end: datetime | None = None  # a terminal status read then, held for the final events read
-        self._held_stop: datetime | None = None  # a stop read from the status then, held for its event
+        # Steps the status (or startedAt) showed before their event was read: step -> (when shown, its time).
+        self._held: dict[str, tuple[datetime, datetime]] = {}
         if since is not None:
             self._restore(decode_cursor(since, session_id))
 
@@ -124,7 +125,9 @@ class SessionTracker:
     @property
     def release_at(self) -> datetime | None:
         """When a ``feed`` can release a held step (a stop or the end read from the status); None if none is held."""
-        held = [t for t in (self._pending_end, self._held_stop) if t is not None]
+        held = [seen for seen, _ in self._held.values()]
+        if self._pending_end is not None:
+            held.append(self._pending_end)
         return min(held) + self.hold if held and not self.ended else None
 
     @property
@@ -158,19 +161,30 @@ class SessionTracker:
     # -- one poll -----------------------------------------------------------------------------------------------
 
     def feed(
-        self, status: str | None, events: Iterable[Event], at: datetime, *, started_at: datetime | None = None
+        self,
+        status: str | None,
+        events: Iterable[Event],
+        at: datetime,
+        *,
+        started_at: datetime | None = None,
+        status_at: datetime | None = None,
     ) -> list[Transition]:
-        """One poll: the status read (None if not read), the events read, when, and the session's ``startedAt``
-        if the poller saw it; the transitions to yield."""
+        """One poll: the status read (None if not read), the events read, when the reads began, and the session's
+        ``startedAt`` if the poller saw it; the transitions to yield.
+
+        ``at`` is when the reads began, ``status_at`` when the status was answered (default ``at``): a step the
+        status shows before its event is held from ``status_at``, and only a read that began at least ``hold``
+        after that releases it (so a slow answer, made after the status changed, cannot release it early).
+        """
         if self.ended:
             return []
         read: dict[str, Event] = {}
         for event in events:
             read.setdefault(event.id, event)
         fresh = sorted((e for e in read.values() if not self.knows(e)), key=read_order)
-        steps: list[tuple[int, str, datetime]] = []  # steps the status, startedAt or a released hold show
+        shown: list[tuple[str, datetime]] = []  # steps this poll's status or startedAt show, held from now
         unknown_status: str | None = None
-        terminal = stop_shown = False
+        terminal = False
         if status is not None:
             normalised = normalise(status)
             kind = self.table.kind_for_status(status)
@@ -182,29 +196,29 @@ class SessionTracker:
                 self._status = normalised
                 if kind == "ended":
                     terminal = True
-                elif kind == "stopped":
-                    stop_shown = True
-                elif kind in _ON_AIR:
-                    steps.append((_LIVE, "live", at))
                 else:
-                    steps.append((_POSITION[kind], kind, at))
+                    shown.append(("live" if kind in _ON_AIR else kind, at))
         if started_at is not None:
             # The earliest evidence dates Live: startedAt, not the poll that happened to read a live status.
-            steps = [s for s in steps if s[1] != "live"] + [(_LIVE, _SEEN_ON_AIR, started_at)]
-        if self._held_stop is not None and at - self._held_stop >= self.hold:
-            steps.append((_STOPPED, "stopped", self._held_stop))
+            shown = [s for s in shown if s[0] != "live"] + [(_SEEN_ON_AIR, started_at)]
+        # Held steps take their place among this poll's events; those whose wait is over are placed even if
+        # their event never came.
+        steps = sorted(
+            (_STEP_POSITION[step], step, when, at - seen < self.hold) for step, (seen, when) in self._held.items()
+        )
+        seen_at = status_at if status_at is not None else at
         ending = self._pending_end is not None and at - self._pending_end >= self.hold
         out: list[Transition] = []
-        self._emit_poll(out, fresh, sorted(steps), unknown_status, at, ending)
+        self._emit_poll(out, fresh, steps, unknown_status, at, ending)
         self._window.note_all(read.values())
         # Set only now, so that the cursors of this poll's transitions replay the status on resume.
+        self._held = {step: entry for step, entry in self._held.items() if self._step_open(step)}
         if not self.ended:
             if terminal and self._pending_end is None:
-                self._pending_end = at
-            if stop_shown and self._rank < _STOPPED and self._held_stop is None:
-                self._held_stop = at
-        if self._rank >= _STOPPED:
-            self._held_stop = None
+                self._pending_end = seen_at
+            for step, when in shown:
+                if step not in self._held and self._step_open(step):
+                    self._held[step] = (seen_at, when)
         return out
 
     # -- helpers --------------------------------------------------------------------------------------------
@@ -213,15 +227,18 @@ class SessionTracker:
         self,
         out: list[Transition],
         fresh: list[Event],
-        steps: list[tuple[int, str, datetime]],
+        steps: list[tuple[int, str, datetime, bool]],
         unknown: str | None,
         at: datetime,
         ending: bool,
     ) -> None:
-        """This poll's transitions: events in written order, each step shown otherwise just before the first event
-        that lies after it in the lifecycle, an unknown status after them, and the end last of all."""
+        """This poll's transitions: events in written order; each held step just before the first event that lies
+        after it in the lifecycle (or, if its wait is over, after the events), and Live shown by startedAt before
+        the first event written after it; an unknown status after the events; the end last of all."""
         final: Event | None = None
         for event in fresh:
+            # startedAt is the server's own time: Live goes before the first event written after it.
+            self._emit_seen_on_air(out, steps, before=written(event))
             kind = self.table.kind_for_action(event.action)
             if kind == "ended":
                 if final is None:
@@ -231,7 +248,7 @@ class SessionTracker:
                 continue
             position = _POSITION.get(kind)
             if position is not None:
-                self._emit_steps(out, steps, before=position)
+                self._emit_steps(out, steps, before=position, waiting_too=True)
             if kind in _SIGNALS:
                 if not self._live:
                     self._reach(out, "live", event.created_at, None)  # on air: Live before the first signal
@@ -242,29 +259,50 @@ class SessionTracker:
                 if self._is_open(kind, from_status=False):
                     self._reach(out, kind, event.created_at, event)
                 self._take(event)
-        self._emit_steps(out, steps, before=_POSITION["ended"])
+        last = _POSITION["ended"] if not (final is not None or ending) else _POSITION["ended"] + 1
+        self._emit_steps(out, steps, before=last, waiting_too=final is not None or ending)
         if unknown is not None:
             self._unknown_statuses += 1
             self._status = normalise(unknown)
             out.append(self._emit("unknown", "status", at, None, unknown))
-        if final is not None or ending:
-            if self._held_stop is not None and self._rank < _STOPPED:
-                self._reach(out, "stopped", self._held_stop, None)  # it was seen; its event never came
-            if final is not None:
-                self._take(final)
-                self._reach(out, "ended", final.created_at, final)
-            else:
-                assert self._pending_end is not None
-                self._reach(out, "ended", self._pending_end, None)
+        if final is not None:
+            self._take(final)
+            self._reach(out, "ended", final.created_at, final)
+        elif ending:
+            assert self._pending_end is not None
+            self._reach(out, "ended", self._pending_end, None)
 
-    def _emit_steps(self, out: list[Transition], steps: list[tuple[int, str, datetime]], *, before: int) -> None:
-        while steps and steps[0][0] < before:
-            _, kind, when = steps.pop(0)
-            if kind == _SEEN_ON_AIR:
+    def _emit_steps(
+        self, out: list[Transition], steps: list[tuple[int, str, datetime, bool]], *, before: int, waiting_too: bool
+    ) -> None:
+        """Place the steps before ``before`` in the lifecycle; one still waiting for its event only if
+        ``waiting_too`` (a later step's event, or the end, shows it happened)."""
+        for entry in list(steps):
+            position, step, when, waiting = entry
+            if position >= before:
+                break
+            if waiting and not waiting_too:
+                continue
+            steps.remove(entry)
+            if step == _SEEN_ON_AIR:
                 if not self._live:
                     self._reach(out, "live", when, None)
-            elif self._is_open(kind, from_status=True):
-                self._reach(out, kind, when, None)
+            elif self._is_open(step, from_status=True):
+                self._reach(out, step, when, None)
+
+    def _emit_seen_on_air(
+        self, out: list[Transition], steps: list[tuple[int, str, datetime, bool]], *, before: datetime
+    ) -> None:
+        for entry in list(steps):
+            if entry[1] == _SEEN_ON_AIR and entry[2] < before:
+                steps.remove(entry)
+                if not self._live:
+                    self._reach(out, "live", entry[2], None)
+
+    def _step_open(self, step: str) -> bool:
+        if step == _SEEN_ON_AIR:
+            return not self._live
+        return self._is_open(step, from_status=True)
 
     def _is_open(self, kind: str, *, from_status: bool) -> bool:
         """Whether reaching this step now is news: each step once, and only forwards."""
@@ -318,7 +356,7 @@ class SessionTracker:
             v=CURSOR_VERSION, s=self.session_id, c=self.channel_id, ca=self.created_at, m=self._window.mark,
             i=sorted(key for key, _ in self._window.newest_keys(MAX_CURSOR_KEYS)), r=self._rank, lv=self._live,
             g=self._signal, st=self._status, n=self._unknown_statuses, k=self._last_kind, e=self._pending_end,
-            h=self._held_stop,
+            h={step: [seen, when] for step, (seen, when) in self._held.items()},
         )  # fmt: skip
 
     def _restore(self, c: Cursor) -> None:
@@ -331,7 +369,8 @@ class SessionTracker:
         if self.created_at is None:
             self.created_at = c.ca
         self._rank, self._live, self._signal, self._status = c.r, c.lv, c.g, c.st
-        self._unknown_statuses, self._last_kind, self._pending_end, self._held_stop = c.n, c.k, c.e, c.h
+        self._unknown_statuses, self._last_kind, self._pending_end = c.n, c.k, c.e
+        self._held = {step: (pair[0], pair[1]) for step, pair in c.h.items()}
 
 
 #: The status dimension's kinds: each is yielded once per session, its id the session and the state reached.
@@ -350,3 +389,4 @@ _SIGNALS: Final = frozenset({"stable", "interrupted", "restored"})
 _ON_AIR: Final = _SIGNALS | {"live"}
 # A Live step shown by startedAt: evidence of being on air even past a stop.
 _SEEN_ON_AIR: Final = "live (seen on air)"
+_STEP_POSITION: Final = {**_POSITION, _SEEN_ON_AIR: _POSITION["live"]}

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sigma_async.errors import APIConnectionError, NotFoundError, ServerError
+from sigma_async.errors import APIConnectionError, BadRequestError, NotFoundError, ServerError
 from sigma_async.models import Channel, ChannelInput, Event, Page, Session, SessionStatus
 from sigma_async.transitions import Transition
 from sigma_async.watch._engine import Engine
@@ -92,10 +92,14 @@ class History:
     expected: dict[str, list[tuple[str, str]]]  # session -> (kind, id) of every transition, in order
     opens: dict[str, float]  # session -> when it opens
     end: float
+    # The server's clock steps back: from this time on (if set), everything it writes is stamped back_by earlier.
+    back_at: float | None = None
+    back_by: float = 0.0
 
 
 def random_history(rng: random.Random, interval: float) -> History:
-    """One channel with one to three sessions in turn, and noise from another channel."""
+    """One channel with one to three sessions in turn, events of actions the SDK does not know among them, and
+    another channel's events."""
     steps: list[Step] = []
     expected: dict[str, list[tuple[str, str]]] = {}
     opens: dict[str, float] = {}
@@ -107,47 +111,64 @@ def random_history(rng: random.Random, interval: float) -> History:
         sid = f"s-{k}"
         watched.append(sid)
         opens[sid] = t
-        stream = [("initializing", f"{sid}/status/initializing")]
+        # What the watch should say, each with the time it happened: sorted into the stream at the end.
+        stream: list[tuple[float, str, str]] = [(t, "initializing", f"{sid}/status/initializing")]
+        leads: list[tuple[float, float]] = []  # status ahead of its event: no unknown event is written in there
         steps.append((t, "open", sid, channel))
         steps.append((t, "event", sid, f"initialize {next(ids)}"))
 
         def lag() -> float:
             return rng.choice([0.0, rng.uniform(0.0, 0.4 * interval)])
 
+        def changed(
+            sid: str, leads: list[tuple[float, float]], stream: list[tuple[float, str, str]], status: str, action: str,
+            kind: str,
+        ) -> None:
+            nonlocal t
+            t += rng.uniform(0.05, 2.5) * interval
+            flip = t
+            steps.append((t, "status", sid, status))
+            t += lag()
+            leads.append((flip, t))
+            event = next(ids)
+            steps.append((t, "event", sid, f"{action} {event}"))
+            stream.append((t, kind, f"{sid}/event/{event}"))
+
         if rng.random() < 0.85:  # an encoder connects: the status first, the start and stable events after
             t += rng.uniform(0.05, 3.0) * interval
+            flip = t
             steps.append((t, "status", sid, "live"))
             t += lag()
             steps.append((t, "event", sid, f"start {next(ids)}"))
-            t += 0.001
             stable = next(ids)
-            steps.append((t, "event", sid, f"stable {stable}"))
-            stream += [("started", f"{sid}/status/started"), ("live", f"{sid}/status/live"),
-                       ("stable", f"{sid}/event/{stable}")]  # fmt: skip
+            steps.append((t + 0.002, "event", sid, f"stable {stable}"))
+            leads.append((flip, t + 0.002))
+            stream += [(t, "started", f"{sid}/status/started"), (t + 0.001, "live", f"{sid}/status/live"),
+                       (t + 0.002, "stable", f"{sid}/event/{stable}")]  # fmt: skip
+            t += 0.002
             for _ in range(rng.randint(0, 3)):
-                t += rng.uniform(0.05, 2.5) * interval
-                lost = next(ids)
-                steps.append((t, "status", sid, "interrupted"))
-                t += lag()
-                steps.append((t, "event", sid, f"signal_interrupted {lost}"))
-                stream.append(("interrupted", f"{sid}/event/{lost}"))
+                changed(sid, leads, stream, "interrupted", "signal_interrupted", "interrupted")
                 if rng.random() < 0.8:
-                    t += rng.uniform(0.05, 2.5) * interval
-                    back = next(ids)
-                    steps.append((t, "status", sid, "live"))
-                    t += lag()
-                    steps.append((t, "event", sid, f"signal_restored {back}"))
-                    stream.append(("restored", f"{sid}/event/{back}"))
+                    changed(sid, leads, stream, "live", "signal_restored", "restored")
         t += rng.uniform(0.05, 3.0) * interval
+        flip = t
         steps.append((t, "status", sid, "ended"))
         t += lag()
         if rng.random() < 0.6:  # stopped by its user; else it timed out without a signal
             steps.append((t, "event", sid, f"stop {next(ids)}"))
-            stream.append(("stopped", f"{sid}/status/stopped"))
+            stream.append((t, "stopped", f"{sid}/status/stopped"))
             t += 0.001
         steps.append((t, "event", sid, f"ended {next(ids)}"))
-        stream.append(("ended", f"{sid}/status/ended"))
-        expected[sid] = stream
+        stream.append((t, "ended", f"{sid}/status/ended"))
+        leads.append((flip, t))
+        for _ in range(rng.randint(0, 3)):  # actions the SDK does not know, written at quiet moments
+            at = rng.uniform(opens[sid] + 0.01, t - 0.01)
+            if any(a - 0.01 <= at <= b + 0.01 for a, b in leads) or any(abs(at - x[0]) < 0.01 for x in stream):
+                continue
+            event = next(ids)
+            steps.append((at, "event", sid, f"transcoder_rebalanced {event}"))
+            stream.append((at, "unknown", f"{sid}/event/{event}"))
+        expected[sid] = [(kind, ident) for _, kind, ident in sorted(stream)]
         t += rng.uniform(0.0, 2.0) * interval
     for n in range(rng.randint(0, 6)):  # another channel's session, busy: only the app-wide feed shows it
         at = rng.uniform(0.0, t)
@@ -160,8 +181,19 @@ def random_history(rng: random.Random, interval: float) -> History:
 class SimServer:
     """The history as a server holds it at the virtual now, answering the reads a watch makes."""
 
-    def __init__(self, history: History, clock: VirtualClock, *, fault_rate: float, rng: random.Random) -> None:
+    def __init__(
+        self,
+        history: History,
+        clock: VirtualClock,
+        *,
+        fault_rate: float,
+        rng: random.Random,
+        app_sessions: bool = True,
+        capped: bool = False,
+    ) -> None:
         self.history = history
+        self.app_sessions = app_sessions  # False: the app-wide sessions listing is refused (400)
+        self.capped = capped  # True: pages of at most 3 items, and a total that counts only the page
         self.clock = clock
         self.fault_rate = fault_rate
         self.rng = rng
@@ -181,7 +213,8 @@ class SimServer:
         while self.applied < len(steps) and steps[self.applied][0] <= now:
             at, what, sid, value = steps[self.applied]
             self.applied += 1
-            stamp = START + timedelta(seconds=at)
+            stepped = self.history.back_at is not None and at >= self.history.back_at
+            stamp = START + timedelta(seconds=at - (self.history.back_by if stepped else 0.0))
             if what == "open":
                 self.sessions[sid] = SimSession(sid, value, stamp, updated_at=stamp)
                 continue
@@ -211,9 +244,11 @@ class SimServer:
         return found
 
 
-def _page(items: list[Any], page: int, per_page: int) -> Page[Any]:
+def _page(items: list[Any], page: int, per_page: int, capped: bool = False) -> Page[Any]:
+    per_page = min(per_page, 3) if capped else per_page
     start = (page - 1) * per_page
-    return Page(data=items[start : start + per_page], total=len(items), page=page, per_page=per_page)
+    data = items[start : start + per_page]
+    return Page(data=data, total=len(data) if capped else len(items), page=page, per_page=per_page)
 
 
 def _newest_first(events: list[Event]) -> list[Event]:
@@ -235,11 +270,13 @@ class _Sessions:
 
     async def list(self, channel_id: str, *, page: int = 1, per_page: int = 100) -> Page[Session]:
         self.server.read()
-        return _page(self._rows(channel_id), page, per_page)
+        return _page(self._rows(channel_id), page, per_page, self.server.capped)
 
     async def list_app(self, *, page: int = 1, per_page: int = 100) -> Page[Session]:
         self.server.read()
-        return _page(self._rows(None), page, per_page)
+        if not self.server.app_sessions:
+            raise BadRequestError("q is required", status_code=400)
+        return _page(self._rows(None), page, per_page, self.server.capped)
 
     def _rows(self, channel_id: str | None) -> list[Session]:
         rows = [s for s in self.server.sessions.values() if channel_id is None or s.channel_id == channel_id]
@@ -261,12 +298,12 @@ class _Events:
 
     async def list(self, session_id: str, *, page: int = 1, per_page: int = 100) -> Page[Event]:
         self.server.read()
-        return _page(_newest_first(self.server.session(session_id).events), page, per_page)
+        return _page(_newest_first(self.server.session(session_id).events), page, per_page, self.server.capped)
 
     async def list_app(self, *, page: int = 1, per_page: int = 100) -> Page[Event]:
         self.server.read()
         everything = [e for s in self.server.sessions.values() for e in s.events]
-        return _page(_newest_first(everything), page, per_page)
+        return _page(_newest_first(everything), page, per_page, self.server.capped)
 
 
 class SimClient:
@@ -286,12 +323,14 @@ async def run(
     fault_rate: float,
     seed: int,
     interval: float = 1.0,
+    app_sessions: bool = True,
+    capped: bool = False,
 ) -> dict[str, list[Transition]]:
     """Watch the history's channel (or its sessions, each added when it opens) until every one has ended."""
     rng = random.Random(seed)
     random.seed(seed)  # the engine's jitter and stagger
     clock = VirtualClock()
-    server = SimServer(history, clock, fault_rate=fault_rate, rng=rng)
+    server = SimServer(history, clock, fault_rate=fault_rate, rng=rng, app_sessions=app_sessions, capped=capped)
     engine = Engine(SimClient(server), interval=interval, poll=poll, clock=clock, stay_open=True)  # type: ignore[arg-type]
     if through_channel:
         engine.add_channel(history.channel_id)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import pytest
 
 from sigma_async import NotFoundError, SigmaClient, Transition
-from sigma_async.testing import Emulator
+from sigma_async.testing import Emulator, Fault
 
+from ._sim import History, Step
+from ._sim import run as sim_run
 from ._support import FAST, QUICK_RETRY, Watching
 
 
@@ -221,3 +224,83 @@ async def test_a_channel_resumed_with_cursors_finishes_every_session_it_had_curs
     assert kinds(after, latest) == ["initializing", "started", "live", "stable"]
     assert not {t.id for t in before} & {t.id for t in after}
 
+
+
+async def test_a_first_look_that_fails_still_finds_every_session_opened_since_the_watch_began(
+    emu: Emulator, client: SigmaClient
+) -> None:
+    channel = emu.create_channel("late-look")
+    emu.faults.add("GET /sessions", Fault(status=503), times=3)  # the client's retries too: the first read fails
+    watch = Watching(client.watch_channel(channel.id, interval=FAST))
+    await emu.wait_for(lambda: emu.journal.count("GET /sessions") >= 3)
+    sids = [run_session(emu, channel.id) for _ in range(12)]  # more than a first page, before a good look
+    await emu.wait_for(lambda: all(watch.ended(sid) for sid in sids), timeout=10)
+    await watch.stop()
+    assert all(watch.kinds(sid) == FULL_COURSE for sid in sids)
+
+
+@pytest.mark.parametrize("poll", ["lean", "full"])
+async def test_a_session_opened_after_the_servers_clock_stepped_back_is_found(poll: str) -> None:
+    # s-0 runs its course; the server's clock steps back 30 s; s-1 opens and runs its course, stamped earlier.
+    steps: list[Step] = [
+        (0.5, "open", "s-0", "ch"), (0.5, "event", "s-0", "initialize e0"), (1.0, "status", "s-0", "live"),
+        (1.0, "event", "s-0", "start e1"), (1.01, "event", "s-0", "stable e2"), (3.0, "status", "s-0", "ended"),
+        (3.0, "event", "s-0", "ended e3"),
+        (6.0, "open", "s-1", "ch"), (6.0, "event", "s-1", "initialize e4"), (7.0, "status", "s-1", "live"),
+        (7.0, "event", "s-1", "start e5"), (7.01, "event", "s-1", "stable e6"), (9.0, "status", "s-1", "ended"),
+        (9.0, "event", "s-1", "ended e7"),
+    ]  # fmt: skip
+    course = ["initializing", "started", "live", "stable", "ended"]
+    history = History(
+        steps, "ch", ["s-0", "s-1"], {}, {"s-0": 0.5, "s-1": 6.0}, 9.0, back_at=5.0, back_by=30.0,
+    )  # fmt: skip
+    got = await sim_run(history, poll=poll, through_channel=True, fault_rate=0.0, seed=1)
+    assert [t.kind for t in got["s-0"]] == course and [t.kind for t in got["s-1"]] == course
+
+
+async def test_a_damaged_cursor_given_to_a_channel_watch_is_a_value_error_at_the_call(
+    emu: Emulator, client: SigmaClient
+) -> None:
+    channel = emu.create_channel("damaged")
+    sid = emu.start_channel(channel.id).id
+    emu.connect_publisher(channel.id)
+    with anyio.fail_after(10):
+        async with client.monitor(channel_ids=[channel.id], interval=FAST) as monitor:
+            cursor = [t async for t in _until(monitor, "stable")][-1].cursor
+    damaged = cursor[:-3] + ("A" if cursor[-3] != "A" else "B") + cursor[-2:]
+    with pytest.raises(ValueError, match="damaged"):
+        client.watch_channel(channel.id, cursors={sid: damaged})
+    async with client.monitor(cursors={sid: damaged}, stay_open=True) as monitor:
+        with pytest.raises(ValueError, match="damaged"):
+            monitor.add_channel(channel.id)
+
+
+async def test_a_session_reported_directly_before_its_channel_lists_it_is_reported_once(
+    emu: Emulator, client: SigmaClient
+) -> None:
+    channel = emu.create_channel("both-ways")
+    got: list[Transition] = []
+    with anyio.fail_after(10):
+        async with client.monitor(
+            channel_ids=[channel.id], interval=0.3, stay_open=True, stagger=False
+        ) as monitor:
+            await emu.wait_for(lambda: any(e.finished for e in emu.journal.entries("GET /sessions")))
+            sid = emu.start_channel(channel.id).id
+            monitor.add_session(sid)  # before the channel's next look
+            emu.stop_channel(channel.id)  # and over before it, too
+            async for t in monitor:
+                got.append(t)
+                if t.kind == "ended":
+                    break
+            looks = emu.journal.count("GET /sessions")
+            await emu.wait_for(lambda: emu.journal.count("GET /sessions") >= looks + 2)  # the channel lists it
+            again = [t for t in monitor._engine._out if t.session_id == sid]
+    assert [t.kind for t in got] == ["initializing", "stopped", "ended"]
+    assert again == [], "nothing of it again"
+
+
+async def _until(monitor: Any, kind: str) -> AsyncIterator[Transition]:
+    async for t in monitor:
+        yield t
+        if t.kind == kind:
+            return

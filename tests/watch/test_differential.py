@@ -22,8 +22,8 @@ BOOTSTRAP_MIN = _fed.BOOTSTRAP_MIN
 
 HISTORIES = int(os.environ.get("SIGMA_DIFFERENTIAL_HISTORIES", "500"))
 MODES = [
-    ("lean", False), ("full", False), ("feed", False), ("feed-bootstrap", False),
-    ("lean", True), ("full", True), ("feed", True),
+    ("lean", False), ("full", False), ("feed", False), ("feed-bootstrap", False), ("feed-own-status", False),
+    ("lean", True), ("full", True), ("feed", True), ("lean-capped", True), ("feed-capped", False),
 ]  # fmt: skip
 
 
@@ -34,13 +34,18 @@ def stream_shape(got: dict[str, list[object]]) -> dict[str, list[tuple[str, str]
 async def check(history: History, seed: int) -> list[str]:
     problems = []
     for mode, through_channel in MODES:
-        poll = "feed" if mode == "feed-bootstrap" else mode
+        poll = mode.split("-")[0]
         # "feed-bootstrap": the sessions waiting for the feed's first answer start from the app-wide listings,
         # as a monitor of many sessions does, however few there are here.
+        # "feed-own-status": the server refuses the app-wide sessions listing, so fed sessions read their status.
+        # "-capped": the server serves pages of at most 3, and says its total is what the page holds.
         _fed.BOOTSTRAP_MIN = 1 if mode == "feed-bootstrap" else BOOTSTRAP_MIN
         for fault_rate in (0.0, 0.14):
             got = stream_shape(
-                await run(history, poll=poll, through_channel=through_channel, fault_rate=fault_rate, seed=seed)
+                await run(
+                    history, poll=poll, through_channel=through_channel, fault_rate=fault_rate, seed=seed,
+                    app_sessions=mode != "feed-own-status", capped=mode.endswith("-capped"),
+                )
             )
             for sid in history.watched:
                 if got.get(sid, []) != history.expected[sid]:

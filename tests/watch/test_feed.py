@@ -6,9 +6,11 @@ import logging
 from collections.abc import AsyncIterator
 
 import anyio
+import msgspec
 import pytest
 
-from sigma_async import RetryPolicy, SigmaClient, Transition, WatchError
+from sigma_async import FeedRefused, RetryPolicy, SigmaClient, Transition, WatchError
+from sigma_async.models import Page
 from sigma_async.testing import Emulator, Fault
 from sigma_async.testing._faults import JournalEntry
 
@@ -166,3 +168,46 @@ async def test_a_fed_monitor_resumed_from_cursors_reads_what_changed_while_it_wa
     assert all(k == ["interrupted"] for k in got.values()), "each session went on from its cursor"
     requests = emu.journal.entries()[before:]
     assert not [e for e in requests if e.route == "GET /events" and not app_wide(e)], "no read per session"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [Fault(status=403), Fault(body=b'{"code": 403, "message": "not for this app"}')],
+    ids=["403", "an error sent as a 200"],
+)
+async def test_a_feed_refused_later_in_other_words_is_a_watch_error_too(
+    emu: Emulator, client: SigmaClient, answer: Fault
+) -> None:
+    ch, sid = on_air(emu, "refused-otherwise")
+
+    async def watch() -> None:
+        async with client.monitor(session_ids=[sid], interval=FAST, poll="feed") as monitor:
+            async for t in monitor:
+                if t.kind == "stable":
+                    emu.faults.add("GET /events", answer, times="always", when=app_wide)
+                    emu.interrupt_signal(ch)
+
+    with anyio.fail_after(10), pytest.raises(FeedRefused):
+        await watch()
+
+
+async def test_a_feed_that_turns_oldest_first_after_its_probe_is_refused(
+    emu: Emulator, client: SigmaClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    channels = dict(on_air(emu, f"turned-{i}") for i in range(3))
+    caplog.set_level(logging.WARNING, logger="sigma_async")
+    kinds: list[str] = []
+    with anyio.fail_after(15):
+        async with client.monitor(session_ids=list(channels.values()), interval=FAST, poll="auto") as monitor:
+            async for t in monitor:
+                kinds.append(t.kind)
+                if kinds.count("stable") == 3 and len(kinds) == 12:
+                    everything = [e for sid in channels.values() for e in emu.sessions[sid].events]
+                    oldest_first = sorted(everything, key=lambda e: (e.updated_at, e.id))
+                    body = msgspec.json.encode(Page(data=oldest_first, total=len(oldest_first)))
+                    emu.faults.add("GET /events", Fault(body=body), times="always", when=app_wide)
+                    for channel_id in channels:
+                        emu.interrupt_signal(channel_id)
+                if kinds.count("interrupted") == 3:
+                    break
+    assert [r.getMessage() for r in caplog.records if FALLBACK in r.getMessage()] != []

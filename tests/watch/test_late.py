@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import anyio
 import pytest
@@ -98,6 +99,9 @@ async def test_an_app_wide_page_out_of_order_loses_nothing_below_it() -> None:
     class Sessions:
         async def status(self, session_id: str) -> SessionStatus:
             return SessionStatus(status="live")
+
+        async def list_app(self, *, page: int = 1, per_page: int = 100) -> Page[Any]:
+            return Page(data=[], total=0)
 
     class Client:
         events = Events()

@@ -236,6 +236,9 @@ async def test_a_feed_read_slower_than_the_interval_reads_again_at_once() -> Non
         async def status(self, session_id: str) -> SessionStatus:
             return SessionStatus(status="live")
 
+        async def list_app(self, *, page: int = 1, per_page: int = 100) -> Page[Any]:
+            return Page(data=[], total=0)
+
     class Client:
         events = Events()
         sessions = Sessions()

@@ -9,6 +9,8 @@ import pytest
 from sigma_async import RetryPolicy, SigmaClient
 from sigma_async.testing import Emulator, Fault
 
+from ._sim import History, Step
+from ._sim import run as sim_run
 from ._support import FAST, Watching
 
 NO_RETRY = RetryPolicy(max_retries=0)
@@ -90,3 +92,17 @@ async def test_a_session_live_by_its_status_alone_for_a_few_polls_gets_live_in_l
     emu.set_status(sid, "ended")
     emu.add_event(sid, "ended")
     assert await watch.finish() == ["initializing", "started", "live", "ended"]
+
+
+@pytest.mark.parametrize("poll", ["lean", "full", "feed"])
+async def test_ended_carries_its_event_written_most_of_an_interval_after_the_status(poll: str) -> None:
+    steps: list[Step] = [
+        (0.5, "open", "s-0", "ch"), (0.5, "event", "s-0", "initialize e0"), (1.0, "status", "s-0", "live"),
+        (1.0, "event", "s-0", "start e1"), (1.01, "event", "s-0", "stable e2"), (3.0, "status", "s-0", "ended"),
+        (3.5, "event", "s-0", "signal_interrupted e3"), (3.95, "event", "s-0", "ended e4"),
+    ]  # fmt: skip
+    history = History(steps, "ch", ["s-0"], {}, {"s-0": 0.5}, 4.0)
+    for seed in range(20):  # each seed a different timing of the polls
+        got = (await sim_run(history, poll=poll, through_channel=False, fault_rate=0.0, seed=seed))["s-0"]
+        assert [t.kind for t in got] == ["initializing", "started", "live", "stable", "interrupted", "ended"], seed
+        assert got[-1].event is not None and got[-1].event.id == "e4"

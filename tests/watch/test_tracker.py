@@ -159,10 +159,13 @@ def test_a_session_first_watched_after_it_ended_still_gives_live_its_events_then
 def test_started_at_is_evidence_of_being_on_air() -> None:
     tracker = SessionTracker(SID)
     started = T0 + timedelta(seconds=3)
-    out = tracker.feed("initializing", [ev(1, "initialize")], obs(1), started_at=started)
-    assert kinds(out) == ["initializing", "started", "live"]
-    assert out[2].at == started
-    assert tracker.feed("live", [], obs(2), started_at=started) == []
+    # Like a status, startedAt waits for the events to place it (until the next poll): none came, so it is
+    # placed then, dated by startedAt itself.
+    assert kinds(tracker.feed("initializing", [ev(1, "initialize")], obs(1), started_at=started)) == ["initializing"]
+    out = tracker.feed("live", [], obs(2), started_at=started)
+    assert kinds(out) == ["started", "live"]
+    assert out[1].at == started
+    assert tracker.feed("live", [], obs(3), started_at=started) == []
 
 
 def test_signal_events_never_change_the_status_stream_and_statuses_never_hide_events() -> None:
@@ -402,7 +405,7 @@ def test_a_bad_cursor_is_a_clear_value_error(cursor: str, message: str) -> None:
 
 
 def test_a_cursor_of_another_session_is_refused() -> None:
-    cursor = SessionTracker("other-session").feed("live", [], obs(1))[0].cursor
+    cursor = SessionTracker("other-session").feed("live", [ev(1, "stable")], obs(1))[0].cursor
     with pytest.raises(ValueError, match="belongs to session 'other-session'"):
         SessionTracker(SID, since=cursor)
 
@@ -440,3 +443,34 @@ def test_a_cursor_of_the_earlier_json_form_still_resumes() -> None:
     resumed = SessionTracker(SID, since=cursor)
     assert (resumed.status, resumed.signal) == ("live", "stable")
     assert resumed.feed("live", [ev(2, "stable"), ev(3, "signal_interrupted")], obs(1))[0].kind == "interrupted"
+
+
+def test_the_end_waits_a_whole_hold_for_its_event_and_then_carries_it() -> None:
+    tracker = SessionTracker(SID, hold=1.0)
+    tracker.feed("live", [ev(1, "stable")], obs(1))
+    tracker.feed("ended", [], obs(2))
+    assert tracker.feed(None, [], obs(2) + timedelta(seconds=0.95)) == []  # not yet: its event may still come
+    late_end = ev(2, "ended", ms=3_000)
+    out = tracker.feed(None, [late_end], obs(2) + timedelta(seconds=1.0))
+    assert [t.kind for t in out] == ["ended"] and out[0].event == late_end
+
+
+def test_a_slow_answer_does_not_release_what_a_later_status_showed() -> None:
+    # The status read answered at 2.5 s showed the end; a read that began at 3.2 s (less than a hold after the
+    # answer) may have been made before the end's event was written: it ends nothing.
+    tracker = SessionTracker(SID, hold=1.0)
+    tracker.feed("live", [ev(1, "stable")], obs(1))
+    tracker.feed("ended", [], obs(2), status_at=obs(2) + timedelta(seconds=0.5))
+    assert tracker.feed(None, [], obs(2) + timedelta(seconds=1.2)) == []
+    assert kinds(tracker.feed(None, [], obs(2) + timedelta(seconds=1.5))) == ["ended"]
+
+
+def test_a_status_shown_step_waits_for_its_event_to_take_its_place() -> None:
+    # Live shown by the status before its start and stable events, with an event the SDK does not know written in
+    # between: whatever the timing, the unknown event comes where it was written, before Started and Live.
+    tracker = SessionTracker(SID, hold=1.0)
+    out = tracker.feed("initializing", [ev(1, "initialize")], obs(1))
+    out += tracker.feed("live", [], obs(2))  # the status runs ahead
+    assert kinds(out) == ["initializing"]
+    out += tracker.feed("live", [ev(2, "archived"), ev(3, "start"), ev(4, "stable")], obs(2) + timedelta(seconds=0.5))
+    assert kinds(out) == ["initializing", "unknown", "started", "live", "stable"]

@@ -202,7 +202,8 @@ class Engine(Scheduler):
         plan = watched.plan.reads(watched.tracker, resync=resync)
         began = self.clock.wall()
         try:
-            status, status_at, events = await self.guarded(watched, self._session_reads(watched, plan))
+            reads = self._session_reads(watched, plan)
+            status, status_at, events = await (reads if self.max_silence is None else self.guarded(watched, reads))
         except SigmaError as exc:
             watched.busy = False
             self.failed(watched, exc)
@@ -247,8 +248,7 @@ class Engine(Scheduler):
         watched.row_moved = False
         if plan.events:
             watched.catching_up = False
-        fresh = [e for e in events if not tracker.knows(e)]
-        transitions = tracker.feed(status, events, began, started_at=started_at, status_at=status_at)
+        transitions, fresh = tracker.feed_fresh(status, events, began, started_at=started_at, status_at=status_at)
         watched.plan.polled(plan, fresh, self.table)
         self.emit_session(watched, transitions)
         if not tracker.ended:

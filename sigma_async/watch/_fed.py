@@ -129,8 +129,9 @@ def _feed_started(
         started.add(sid)
         tracker = watched.tracker
         events = by_session.get(sid, [])
-        fresh = [e for e in events if not tracker.knows(e)]
-        transitions = tracker.feed(row.status, events, at, started_at=row.started_at, status_at=found.rows_at)
+        transitions, fresh = tracker.feed_fresh(
+            row.status, events, at, started_at=row.started_at, status_at=found.rows_at
+        )
         watched.plan.polled(ReadPlan(status=True, events=True), fresh, engine.table)
         watched.succeeded(now)
         # Resyncs spread evenly over one period from now, never bunched at start.

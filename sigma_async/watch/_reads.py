@@ -58,15 +58,24 @@ async def read_new_events(client: WatchClient, tracker: SessionTracker) -> list[
     """The session's events newest first, page by page, down to the first page that ends in one read before."""
     session_id = tracker.session_id
     per_page = FIRST_PAGE_SIZE if tracker.mark is None else INCREMENTAL_PAGE_SIZE
+    # The first page is read here, not through read_back: it is nearly always the only one, and this is the
+    # read every lean poll makes, so it goes without the paging machinery (its frames and its closure).
+    first = await client.events.list(session_id, page=1, per_page=per_page)
+    data = first.data
+    if len(data) < _served(first, per_page) or tracker.ends_read(data[-1]):
+        return data
     return await read_back(
         lambda page, size: client.events.list(session_id, page=page, per_page=size),
         tracker.ends_read,
         per_page,
         f"session {session_id}",
+        first=first,
     )
 
 
-async def read_back(fetch: _Fetch, ends_read: Callable[[Event], bool], per_page: int, what: str) -> list[Event]:
+async def read_back(
+    fetch: _Fetch, ends_read: Callable[[Event], bool], per_page: int, what: str, *, first: Page[Event] | None = None
+) -> list[Event]:
     """Pages of a newest-first listing until one that ends in an event read before, a short page or ``total``.
 
     A page is read whole, never cut at the first event read before: an event listed late or out of order sits
@@ -80,7 +89,10 @@ async def read_back(fetch: _Fetch, ends_read: Callable[[Event], bool], per_page:
     page_number = 1
     previous: list[str] = []
     while page_number <= MAX_PAGES_PER_POLL:
-        page = await fetch(page_number, per_page)
+        if first is not None:
+            page, first = first, None  # page 1, read by the caller
+        else:
+            page = await fetch(page_number, per_page)
         fresh = 0
         for event in page.data:
             if event.id not in found:

@@ -237,21 +237,27 @@ class Scheduler:
         task.add_done_callback(self._read_done)
 
     def _read_done(self, task: asyncio.Task[None]) -> None:
+        # Wakes only whoever has something new to look at: a wake-up per read (of the loop, or of the consumer,
+        # who would find nothing) costs about as much as the read's own bookkeeping.
+        was_full = len(self._reads) >= self.max_in_flight
         self._reads.discard(task)
         if not task.cancelled() and task.exception() is not None and self._error is None:
             self._error = task.exception()  # a bug, not a server's failure: those are handled in the read
-        self._wake()
+        if was_full:
+            self._wake_loop()  # there is room again: the loop may start reads
+        if self._error is not None or (not self.stay_open and self.done()):
+            self._notify()  # the consumer ends, or raises
 
     # -- failures -------------------------------------------------------------------------------------------
 
     async def guarded(self, item: Item, read: Coroutine[Any, Any, Any]) -> Any:
         """Run one item's reads; with ``max_silence``, cut them off (naming what the server last answered) once the
         item has had no good answer for that long, even while the client is still retrying inside them."""
+        if self.max_silence is None:
+            return await read  # nothing to cut off, and no failure to name
         box = FailureBox()
         token = watching_failures.set(box)
         try:
-            if self.max_silence is None:
-                return await read
             left = max(0.0, self.max_silence - (self.now() - item.last_ok))
             with anyio.move_on_after(left) as scope:
                 return await read

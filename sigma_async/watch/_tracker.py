@@ -53,7 +53,7 @@ class SessionTracker:
     """
 
     __slots__ = (
-        "_held", "_last_kind", "_live", "_pending_end", "_rank", "_signal", "_status", "_unknown_statuses",
+        "_held", "_last_kind", "_live", "_page_sig", "_pending_end", "_rank", "_signal", "_status", "_unknown_statuses",
         "_window", "_yielded", "channel_id", "created_at", "hold", "session_id", "table",
     )  # fmt: skip
 
@@ -87,6 +87,9 @@ class SessionTracker:
         self._pending_end: datetime | None = None  # a terminal status read then, held for the final events read
         # Steps the status (or startedAt) showed before their event was read: step -> (when shown, its time).
         self._held: dict[str, tuple[datetime, datetime]] = {}
+        # What the last poll read (ids and times), hashed: a poll that reads the same again has nothing new in it,
+        # and skips hashing each id. Everything a poll reads is known after it (taken in, or behind the window).
+        self._page_sig: int | None = None
         if since is not None:
             self._restore(decode_cursor(since, session_id))
 
@@ -125,6 +128,8 @@ class SessionTracker:
     @property
     def release_at(self) -> datetime | None:
         """When a ``feed`` can release a held step (a stop or the end read from the status); None if none is held."""
+        if not self._held and self._pending_end is None:
+            return None  # asked after every poll: most polls hold nothing
         held = [seen for seen, _ in self._held.values()]
         if self._pending_end is not None:
             held.append(self._pending_end)
@@ -176,12 +181,37 @@ class SessionTracker:
         status shows before its event is held from ``status_at``, and only a read that began at least ``hold``
         after that releases it (so a slow answer, made after the status changed, cannot release it early).
         """
+        return self.feed_fresh(status, events, at, started_at=started_at, status_at=status_at)[0]
+
+    def feed_fresh(
+        self,
+        status: str | None,
+        events: Iterable[Event],
+        at: datetime,
+        *,
+        started_at: datetime | None = None,
+        status_at: datetime | None = None,
+    ) -> tuple[list[Transition], list[Event]]:
+        """``feed``, and the events it took as new in written order (a poller's plan reads what they announce)."""
         if self.ended:
-            return []
-        read: dict[str, Event] = {}
-        for event in events:
-            read.setdefault(event.id, event)
-        fresh = sorted((e for e in read.values() if not self.knows(e)), key=read_order)
+            return [], []
+        events = events if isinstance(events, list) else list(events)
+        # Ids and times, as two tuples rather than a pair per event: fewer objects made on every poll. The times
+        # count: an event edited in place (same id, newer updatedAt) moves the window on.
+        sig = hash((tuple([event.id for event in events]), tuple([written(event) for event in events])))
+        if sig == self._page_sig:
+            if status is None and started_at is None and not self._held and self._pending_end is None:
+                return [], []  # the steady state: the same page again, nothing held, no status to weigh
+            keys: list[tuple[Event, int]] = []
+            fresh: list[Event] = []
+        else:
+            read: dict[str, Event] = {}
+            for event in events:
+                read.setdefault(event.id, event)
+            # Each id's key once per poll: the stable hash is the main cost of a poll that reads something new.
+            keys = [(event, event_key(event.id)) for event in read.values()]
+            yielded, window = self._yielded, self._window
+            fresh = sorted((e for e, key in keys if key not in yielded and not window.is_past(e)), key=read_order)
         shown: list[tuple[str, datetime]] = []  # steps this poll's status or startedAt show, held from now
         unknown_status: str | None = None
         terminal = False
@@ -210,16 +240,19 @@ class SessionTracker:
         ending = self._pending_end is not None and at - self._pending_end >= self.hold
         out: list[Transition] = []
         self._emit_poll(out, fresh, steps, unknown_status, at, ending)
-        self._window.note_all(read.values())
+        for event, key in keys:
+            self._window.note_key(key, written(event))
+        self._page_sig = sig
         # Set only now, so that the cursors of this poll's transitions replay the status on resume.
-        self._held = {step: entry for step, entry in self._held.items() if self._step_open(step)}
+        if self._held:
+            self._held = {step: entry for step, entry in self._held.items() if self._step_open(step)}
         if not self.ended:
             if terminal and self._pending_end is None:
                 self._pending_end = seen_at
             for step, when in shown:
                 if step not in self._held and self._step_open(step):
                     self._held[step] = (seen_at, when)
-        return out
+        return out, fresh
 
     # -- helpers --------------------------------------------------------------------------------------------
 

@@ -19,12 +19,13 @@ from . import _fed, _outputs
 from ._api import WatchClient
 from ._clock import WatchClock
 from ._cursor import decode_cursor
-from ._items import Item, WatchedChannel, WatchedFeed, WatchedOutput, WatchedSession
+from ._feed import DEFAULT_RESYNC, RESYNC_RATE
+from ._items import Item, Row, WatchedChannel, WatchedFeed, WatchedOutput, WatchedSession
 from ._kinds import DEFAULT_TABLE, KindTable
 from ._listing import ChannelView
 from ._plan import DEFAULT_STATUS_EVERY, ReadPlan, SessionPlan
 from ._reads import read_listing, read_new_events
-from ._scheduler import ErrorCallback, Scheduler
+from ._scheduler import GRID, ErrorCallback, Scheduler
 from ._tracker import SessionTracker
 
 __all__ = ["Engine"]
@@ -48,7 +49,7 @@ class Engine(Scheduler):
         jitter: float = 0.1,
         poll: str = "lean",
         status_every: int = DEFAULT_STATUS_EVERY,
-        resync: float = 300.0,
+        resync: float | None = None,
         table: KindTable = DEFAULT_TABLE,
         max_silence: float | None = None,
         on_error: ErrorCallback | None = None,
@@ -197,8 +198,17 @@ class Engine(Scheduler):
 
     # -- sessions -------------------------------------------------------------------------------------------
 
+    def resync_period(self) -> float:
+        """Seconds between a fed session's own reads: ``resync``, or by default 300 s stretched so that the
+        monitor's resyncs stay under ``RESYNC_RATE`` reads a second."""
+        if self.resync is not None:
+            return self.resync
+        return max(DEFAULT_RESYNC, len(self.sessions) / RESYNC_RATE)
+
     async def _poll_session(self, watched: WatchedSession) -> None:
-        resync = watched.plan.mode == "fed" and self.now() >= watched.next_resync
+        # The loop starts a read up to a grid step early: a resync started so must count as due, or the poll
+        # would read nothing and be due again at once, and again, until the clock caught up.
+        resync = watched.plan.mode == "fed" and self.now() + GRID >= watched.next_resync
         plan = watched.plan.reads(watched.tracker, resync=resync)
         began = self.clock.wall()
         try:
@@ -215,7 +225,7 @@ class Engine(Scheduler):
         if watched.plan.mode == "fed" and (resync or not watched.started):
             # Spread evenly over one resync period from the first read on, never bunched at start.
             spread = random.uniform(0.0, 1.0) if not watched.started else random.uniform(0.9, 1.1)
-            watched.next_resync = self.now() + self.resync * spread
+            watched.next_resync = self.now() + self.resync_period() * spread
         self._feed_session(watched, plan, status, status_at, events, began)
 
     async def _session_reads(
@@ -278,7 +288,9 @@ class Engine(Scheduler):
             due = now + self.jittered(self.interval)
         release = watched.tracker.release_at
         if release is not None:
-            due = min(due, now + max(0.0, (release - self.clock.wall()).total_seconds()) + 0.001)
+            # A grid step past the release: the loop may start the read that much early, and a read before the
+            # release would only be due again at once.
+            due = min(due, now + max(0.0, (release - self.clock.wall()).total_seconds()) + GRID)
         return due
 
     def drop_session(self, watched: WatchedSession, *, purge: bool) -> None:
@@ -412,11 +424,11 @@ class Engine(Scheduler):
         if tracker.ended:
             return
         watched = WatchedSession(tracker, self._plan(by_row=True), direct=False, channel=channel_id)
-        watched.row, watched.row_at = row, row_at
+        watched.row, watched.row_at = (Row.of(row) if row is not None else None), row_at
         self._register(watched, self.now())
 
     def _row_moved(self, watched: WatchedSession, row: Session, row_at: datetime | None) -> None:
-        watched.row, watched.row_at = row, row_at
+        watched.row, watched.row_at = Row.of(row), row_at
         if watched.plan.by_row or watched.plan.mode == "fed":
             watched.row_moved = True
             if not watched.busy:

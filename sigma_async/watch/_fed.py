@@ -16,7 +16,7 @@ from ..errors import APIStatusError, ResponseDecodeError, SigmaError
 from ..models import Event, Page, Session
 from ._api import WatchClient
 from ._feed import FEED_PAGE_SIZE, FeedRefused, FeedView, refuses_feed
-from ._items import WatchedFeed, WatchedSession
+from ._items import Row, WatchedFeed, WatchedSession
 from ._plan import ReadPlan, announces
 from ._reads import describe, read_back
 from ._tracker import SessionTracker
@@ -135,7 +135,7 @@ def _feed_started(
         watched.plan.polled(ReadPlan(status=True, events=True), fresh, engine.table)
         watched.succeeded(now)
         # Resyncs spread evenly over one period from now, never bunched at start.
-        watched.next_resync = now + engine.resync * random.uniform(0.0, 1.0)
+        watched.next_resync = now + engine.resync_period() * random.uniform(0.0, 1.0)
         engine.emit_session(watched, transitions)
         if watched.alive:
             engine.schedule(watched, engine.next_due(watched))
@@ -279,7 +279,7 @@ def route(
         events = by_session.get(session_id, [])
         row = moved.get(session_id)
         if row is not None:
-            watched.row, watched.row_at = row, rows_at
+            watched.row, watched.row_at = Row.of(row), rows_at
         if watched.busy or not watched.started or watched.catching_up:
             if events:
                 watched.pending = [*(watched.pending or ()), *events]  # fed with its own read, in order

@@ -16,11 +16,15 @@ from ..errors import APIStatusError, ResponseDecodeError, SigmaError, WatchError
 from ..models import Event, Page, Session
 from ._window import ReadWindow, written
 
-__all__ = ["DEFAULT_RESYNC", "FEED_PAGE_SIZE", "FeedRefused", "FeedView", "refuses_feed"]
+__all__ = ["DEFAULT_RESYNC", "FEED_PAGE_SIZE", "RESYNC_RATE", "FeedRefused", "FeedView", "refuses_feed"]
 
 #: Seconds between a fed session's own full reads (status and events): the safety net for what the feed
 #: cannot show, such as a status that changes without an event.
 DEFAULT_RESYNC: Final = 300.0
+#: Without an explicit ``resync=``, the period stretches past ``DEFAULT_RESYNC`` so that a monitor's resyncs stay
+#: under this many reads a second: at 100,000 sessions, 300 s would be 333 a second, most of the client's CPU and
+#: more than a vendor's budget, for a net that the feed's own reads rarely leave anything in.
+RESYNC_RATE: Final = 100.0
 #: Events per page of the app-wide listing.
 FEED_PAGE_SIZE: Final = 1000
 #: Event keys the feed keeps to tell what it has read: many passes' worth, a few megabytes at most.

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import msgspec
+
 from ..errors import SigmaError
 from ..models import Event, Session
 from ..playback import PlaybackWatch
@@ -17,7 +19,22 @@ from ._listing import ChannelView
 from ._plan import SessionPlan
 from ._tracker import SessionTracker
 
-__all__ = ["Item", "WatchedChannel", "WatchedFeed", "WatchedOutput", "WatchedSession"]
+__all__ = ["Item", "Row", "WatchedChannel", "WatchedFeed", "WatchedOutput", "WatchedSession"]
+
+
+class Row(msgspec.Struct, frozen=True, gc=False):
+    """What a watch keeps of a session's row in a listing. Not the ``Session`` itself: its channel, client info
+    and lists are about 1.5 KB and a dozen objects for the collector, most of a fed session's memory."""
+
+    id: str
+    status: str | None
+    created_at: datetime | None
+    updated_at: datetime | None
+    started_at: datetime | None
+
+    @classmethod
+    def of(cls, session: Session) -> Row:
+        return cls(session.id, session.status, session.created_at, session.updated_at, session.started_at)
 
 
 class Item:
@@ -64,7 +81,7 @@ class WatchedSession(Item):
         self.direct = direct
         # A tuple, not a set: a session has a claim or two, and a tuple of strings is not tracked by the GC.
         self.channels: tuple[str, ...] = (channel,) if channel is not None else ()
-        self.row: Session | None = None  # its newest row in a listing: status and startedAt
+        self.row: Row | None = None  # its newest row in a listing: status and startedAt
         self.row_at: datetime | None = None  # when the listing answered with that row
         self.row_moved = False
         self.pending: list[Event] | None = None  # events the feed routed here while its own read was running

@@ -12,7 +12,6 @@ from ..transitions import Transition
 from ._api import WatchClient
 from ._cursor import decode_cursor
 from ._engine import Engine
-from ._feed import DEFAULT_RESYNC
 from ._plan import check_poll_mode
 from ._scheduler import ErrorCallback
 from ._session import check_interval
@@ -58,7 +57,7 @@ class Monitor:
         stagger: bool = True,
         poll: str = "lean",
         cursors: Mapping[str, str] | None = None,
-        resync: float = DEFAULT_RESYNC,
+        resync: float | None = None,
         **watch_kw: Any,
     ) -> None:
         unknown = set(watch_kw) - _WATCH_OPTIONS
@@ -66,7 +65,7 @@ class Monitor:
             raise TypeError(f"Monitor() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
         check_interval(interval, watch_kw.get("jitter", 0.1))
         check_poll_mode(poll, feed_allowed=True)
-        if not resync > 0:
+        if resync is not None and not resync > 0:
             raise ValueError(f"resync must be > 0 seconds, got {resync!r}")
         if max_buffer < 1:
             raise ValueError(f"max_buffer must be >= 1, got {max_buffer!r}")

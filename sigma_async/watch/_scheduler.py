@@ -28,14 +28,14 @@ from ._clock import RealClock, WatchClock
 from ._items import Item
 from ._reads import backoff_delay, describe, is_fatal
 
-__all__ = ["ErrorCallback", "Scheduler", "stream"]
+__all__ = ["GRID", "ErrorCallback", "Scheduler", "stream"]
 
 logger = logging.getLogger("sigma_async")
 
 ErrorCallback = Callable[[str, SigmaError], object]
 
 #: Due times this close together start in one wake-up.
-_GRID: Final = 0.005
+GRID: Final = 0.005
 
 
 class Scheduler:
@@ -187,7 +187,7 @@ class Scheduler:
         heap = self._heap
         if not heap:
             return
-        limit = self.now() + _GRID
+        limit = self.now() + GRID
         while heap and heap[0][0] <= limit:
             if len(self._reads) >= self.max_in_flight or len(self._out) >= self.max_buffer:
                 return

@@ -112,3 +112,32 @@ async def settle(engine: Engine) -> None:
         if not engine._reads and engine._waiter is not None and not due:
             return
     raise AssertionError("the loop never came to rest")
+
+
+@pytest.mark.parametrize(("resync", "rate"), [(None, 400.0), (100.0, 100.0)])
+async def test_a_fed_monitors_resyncs_stay_under_their_rate_unless_a_period_is_given(
+    monkeypatch: pytest.MonkeyPatch, resync: float | None, rate: float
+) -> None:
+    # 2,000 sessions at 5 resyncs a second: the default 300 s would be 6.7 a second, so the period stretches to
+    # 400 s. Given resync=100, it is 100 s whatever the rate.
+    monkeypatch.setattr("sigma_async.watch._engine.RESYNC_RATE", 5.0)
+    clock = VirtualClock()
+    ids = [f"s-{n:05d}" for n in range(SESSIONS)]
+    client = Quiet(ids)
+    engine = Engine(client, interval=2.0, poll="feed", clock=clock, stay_open=True, resync=resync,  # type: ignore[arg-type]
+                    max_buffer=10 * SESSIONS)  # fmt: skip
+    for sid in ids:
+        engine.add_session(sid)
+    engine.start()
+    try:
+        clock.advance(clock.t + 2.5)
+        await settle(engine)
+        started = client.events.reads
+        for _ in range(32):  # 80 s
+            clock.advance(clock.t + 2.5)
+            await settle(engine)
+            engine._out.clear()
+    finally:
+        await engine.aclose()
+    expected = SESSIONS * 80 / rate  # resyncs spread evenly over one period from the start
+    assert abs((client.events.reads - started) - expected) < 0.15 * expected, (client.events.reads - started)

@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
+import anyio.lowlevel
+
 from ..errors import APIStatusError, ResponseDecodeError, SigmaError
 from ..models import Event, Page, Session
 from ._api import WatchClient
@@ -33,6 +35,8 @@ logger = logging.getLogger("sigma_async")
 BOOTSTRAP_MIN: Final = 50
 #: Passes in a row the app-wide sessions listing may fail before the feed does without it.
 ROWS_FAILURES: Final = 3
+#: Sessions the start feeds between two checkpoints.
+_SLICE: Final = 256
 #: Pages of the app-wide events listing the start may read before the sessions it did not reach read themselves.
 MAX_BOOTSTRAP_PAGES: Final = 2_000
 
@@ -107,28 +111,36 @@ async def start_sessions(engine: Engine, feed: WatchedFeed, first: Page[Event], 
             logger.info("monitor: the app-wide sessions listing (%s); each session reads on its own", describe(exc))
         else:
             rows_served(engine, feed.view)
-            started = _feed_started(engine, parked, found, began)
             feed.view.window.note_all(found.events)
+            started = await _feed_started(engine, parked, found, began)
     engine.release({sid: entry for sid, entry in parked.items() if sid not in started})
 
 
-def _feed_started(
+async def _feed_started(
     engine: Engine, parked: dict[str, tuple[WatchedSession, float]], found: Bootstrap, at: datetime
 ) -> set[str]:
-    """Feed each parked session found whole in the bootstrap as its first read; the ones fed."""
+    """Feed each parked session found whole in the bootstrap as its first read; the ones fed.
+
+    In slices with a checkpoint between them: the consumer takes each slice's transitions before the next is
+    made (they are most of the start's peak memory), and the loop is not held for the whole start."""
     by_session: dict[str, list[Event]] = {}
     for event in found.events:
         if event.session_id in parked:
             by_session.setdefault(event.session_id, []).append(event)
-    now = engine.now()
+    found.events = []  # held by the groups now, each let go below as its session is fed
     started = set()
-    for sid, (watched, _) in parked.items():
-        row = found.rows.get(sid)
+    for n, (sid, (watched, _)) in enumerate(parked.items()):
+        if n % _SLICE == 0:
+            await anyio.lowlevel.checkpoint()
+            now = engine.now()
+        # Popped, not read: each session's events and row are let go once it is fed, so that the trackers grow
+        # while the bootstrap shrinks instead of on top of it (the peak is most of a large monitor's RSS).
+        row = found.rows.pop(sid, None)
+        events = by_session.pop(sid, [])
         if row is None or not watched.alive or not found.covers(watched.tracker, row):
             continue
         started.add(sid)
         tracker = watched.tracker
-        events = by_session.get(sid, [])
         transitions, fresh = tracker.feed_fresh(
             row.status, events, at, started_at=row.started_at, status_at=found.rows_at
         )
@@ -148,15 +160,13 @@ class Bootstrap:
 
     __slots__ = ("events", "reached", "rows", "rows_at")
 
-    def __init__(
-        self, rows: dict[str, Session], rows_at: datetime, events: list[Event], reached: datetime | None
-    ) -> None:
+    def __init__(self, rows: dict[str, Row], rows_at: datetime, events: list[Event], reached: datetime | None) -> None:
         self.rows = rows
         self.rows_at = rows_at  # when the sessions listing was read to its end
         self.events = events
         self.reached = reached
 
-    def covers(self, tracker: SessionTracker, row: Session) -> bool:
+    def covers(self, tracker: SessionTracker, row: Row) -> bool:
         """Whether the events read reach back far enough for this session: to its start, or to its cursor."""
         if self.reached is None:
             return True
@@ -173,13 +183,13 @@ async def bootstrap(
 ) -> Bootstrap:
     """Read the app-wide sessions listing until every parked session is found (or a bound), then the app-wide
     events back to the oldest point one of them needs: ``O(items / page)`` requests, not two per session."""
-    rows: dict[str, Session] = {}
+    rows: dict[str, Row] = {}  # Row, not Session: a hundred thousand full rows would be most of the peak
     want = set(parked)
     pages = 2 + (2 * len(want)) // FEED_PAGE_SIZE
     for number in range(1, pages + 1):
         listed = await client.sessions.list_app(page=number, per_page=FEED_PAGE_SIZE)
         view.note_rows(listed.data)  # where the feed's reads of this listing start from
-        rows.update((row.id, row) for row in listed.data if row.id in want)
+        rows.update((row.id, Row.of(row)) for row in listed.data if row.id in want)
         if len(rows) == len(want) or len(listed.data) < _served(listed.per_page):
             break
     rows_at = wall()
@@ -198,7 +208,7 @@ async def bootstrap(
     return Bootstrap(rows, rows_at, list(found.values()), _oldest(page.data) if _full(page) else None)
 
 
-def _needed_back_to(tracker: SessionTracker, row: Session) -> datetime | None:
+def _needed_back_to(tracker: SessionTracker, row: Row) -> datetime | None:
     # A resumed session needs what it may not have read: from its cursor's mark, less the late window; a new
     # one needs its whole history, from its creation.
     if tracker.mark is not None:

@@ -46,7 +46,7 @@ class Item:
         self.alive = True
         self.busy = False  # a read of it is running
         self.due = 0.0
-        self.gen = 0  # bumped at each (re)schedule: heap entries of an older generation are stale
+        self.gen = -1  # the seq of its entry on the scheduler's heap: entries of an older seq are stale
         self.failures = 0
         self.last_ok = 0.0  # set by the scheduler, on its clock
         self.last_error: SigmaError | None = None

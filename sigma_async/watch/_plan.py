@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final, Literal, NamedTuple
 
+import msgspec
+
 from ..models import Event
 from ._kinds import KindTable
 from ._tracker import SessionTracker
@@ -47,22 +49,24 @@ class ReadPlan(NamedTuple):
 NOTHING: Final = ReadPlan(status=False, events=False)
 
 
-class SessionPlan:
-    """The reads of each poll of one watched session (see the module's docstring for the rules)."""
+class SessionPlan(msgspec.Struct, gc=False):
+    """The reads of each poll of one watched session (see the module's docstring for the rules).
 
-    __slots__ = ("announced", "by_row", "mode", "polls_since_events", "polls_since_status", "status_every")
+    A struct the cyclic GC does not track (it holds only numbers and strings): one object fewer per watched
+    session for every collection to walk."""
 
-    def __init__(self, mode: Mode, *, status_every: int = DEFAULT_STATUS_EVERY, by_row: bool = False) -> None:
-        if status_every < 1:
-            raise ValueError(f"status_every must be >= 1, got {status_every!r}")
-        self.mode: Mode = mode
-        self.status_every = status_every
-        #: A listing's row carries the status (a lean channel's, or the feed's app-wide sessions listing), so no
-        #: status read of its own.
-        self.by_row = by_row
-        self.announced = False  # the last events announced a status change
-        self.polls_since_status: int | None = None  # None: never read
-        self.polls_since_events: int | None = None
+    mode: Mode
+    status_every: int = DEFAULT_STATUS_EVERY
+    #: A listing's row carries the status (a lean channel's, or the feed's app-wide sessions listing), so no
+    #: status read of its own.
+    by_row: bool = False
+    announced: bool = False  # the last events announced a status change
+    polls_since_status: int | None = None  # None: never read
+    polls_since_events: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.status_every < 1:
+            raise ValueError(f"status_every must be >= 1, got {self.status_every!r}")
 
     def reads(self, tracker: SessionTracker, *, resync: bool = False) -> ReadPlan:
         """The reads of the poll about to start; ``resync``: a fed session's own full read is due."""

@@ -70,7 +70,11 @@ class Scheduler:
         self.max_buffer = max_buffer
         self.max_in_flight = max_in_flight
         self.finished = False
-        self._heap: list[tuple[float, int, int, Item]] = []
+        # (due, seq) on the heap, the item in a dict by seq: a tuple of two numbers is untracked by the cyclic GC
+        # once it has survived a collection, a tuple holding the item never is (one tracked object per session).
+        # An entry whose seq is no longer in the dict is stale: rescheduled since.
+        self._heap: list[tuple[float, int]] = []
+        self._due: dict[int, Item] = {}
         self._seq = itertools.count()
         self._reads: set[asyncio.Task[None]] = set()
         self._out: deque[Transition] = deque()
@@ -140,6 +144,7 @@ class Scheduler:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         self._heap.clear()
+        self._due.clear()
 
     def abandon(self) -> None:
         """Cancel the loop and the running reads without waiting: for a monitor dropped without ``aclose``."""
@@ -147,6 +152,7 @@ class Scheduler:
         for task in [*self._reads, *([self._runner] if self._runner is not None else [])]:
             task.cancel()
         self._heap.clear()
+        self._due.clear()
 
     def check_open(self) -> None:
         if self.finished:
@@ -156,9 +162,11 @@ class Scheduler:
 
     def schedule(self, item: Item, due: float) -> None:
         """Make ``item`` due at ``due`` (monotonic seconds on the clock); replaces when it was due before."""
-        item.gen += 1
+        self._due.pop(item.gen, None)
+        item.gen = seq = next(self._seq)
         item.due = due
-        heapq.heappush(self._heap, (due, next(self._seq), item.gen, item))
+        self._due[seq] = item
+        heapq.heappush(self._heap, (due, seq))
         if due < self._wake_at:
             self._wake_loop()
 
@@ -191,10 +199,10 @@ class Scheduler:
         while heap and heap[0][0] <= limit:
             if len(self._reads) >= self.max_in_flight or len(self._out) >= self.max_buffer:
                 return
-            _, _, gen, item = heapq.heappop(heap)
-            if gen != item.gen or not item.alive:
+            _, seq = heapq.heappop(heap)
+            item = self._due.pop(seq, None)
+            if item is None or not item.alive:
                 continue  # rescheduled or dropped since
-            item.gen += 1
             self._start(item)
 
     async def _sleep(self) -> None:

@@ -77,7 +77,8 @@ class SessionTracker:
         self._window = ReadWindow()
         # Keys of every event taken in (yielded, or taken as its step): what keeps an edited event, whose
         # updatedAt moves it back to the top of the listing long after, from being yielded twice.
-        self._yielded: set[int] = set()
+        # A dict, not a set: a set is always tracked by the cyclic GC, a dict of ints is not.
+        self._yielded: dict[int, None] = {}
         self._rank = -1  # lifecycle position reached (see _POSITION)
         self._live = False  # Live yielded
         self._signal: str | None = None  # stable, interrupted or restored: the last signal transition
@@ -353,7 +354,7 @@ class SessionTracker:
         out.append(self._emit(kind, "event" if event is not None else "status", when, event, kind))
 
     def _take(self, event: Event) -> None:
-        self._yielded.add(event_key(event.id))
+        self._yielded[event_key(event.id)] = None
 
     def _emit(
         self, kind: str, source: Literal["status", "event"], at: datetime, event: Event | None, raw: str
@@ -365,7 +366,7 @@ class SessionTracker:
         elif kind in _SIGNALS:
             self._signal = kind
         if event is not None:
-            self._yielded.add(event_key(event.id))
+            self._yielded[event_key(event.id)] = None
             self._window.note(event)
         if kind in LIFECYCLE_KINDS:
             ident = f"{self.session_id}/status/{kind}"
@@ -396,7 +397,7 @@ class SessionTracker:
         if c.m is not None:
             for key in c.i:
                 self._window.note_key(key, c.m)
-        self._yielded = set(c.i)
+        self._yielded = dict.fromkeys(c.i)
         if self.channel_id is None:
             self.channel_id = c.c
         if self.created_at is None:

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Final
 
+import msgspec
+
 from ..models import Event
 
 __all__ = ["LATE_WINDOW", "ReadWindow", "event_key", "read_order", "written"]
@@ -39,20 +41,18 @@ def event_key(event_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
 
 
-class ReadWindow:
+class ReadWindow(msgspec.Struct, kw_only=True, gc=False):
     """The mark (``updatedAt`` of the newest event read) and the keys of the events read within ``span`` of it.
 
     ``limit`` caps the keys kept (the newest are kept): the app-wide feed sets it, a session's window is small.
+    A struct the cyclic GC does not track: it holds numbers and times only, and there is one per watched session.
     """
 
-    __slots__ = ("_prune_at", "_seen", "limit", "mark", "span")
-
-    def __init__(self, *, span: timedelta = LATE_WINDOW, limit: int | None = None) -> None:
-        self.span = span
-        self.limit = limit
-        self.mark: datetime | None = None
-        self._seen: dict[int, datetime] = {}
-        self._prune_at = 64
+    span: timedelta = LATE_WINDOW
+    limit: int | None = None
+    mark: datetime | None = None
+    _seen: dict[int, datetime] = msgspec.field(default_factory=dict)
+    _prune_at: int = 64
 
     def __len__(self) -> int:
         return len(self._seen)

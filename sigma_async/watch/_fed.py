@@ -139,6 +139,10 @@ async def _feed_started(
         events = by_session.pop(sid, [])
         if row is None or not watched.alive or not found.covers(watched.tracker, row):
             continue
+        if watched.busy or watched.started:
+            # Something (a channel's row that moved) made it read on its own while the start ran: that read's
+            # answer is its first, and the older listings must not be fed around it.
+            continue
         started.add(sid)
         tracker = watched.tracker
         transitions, fresh = tracker.feed_fresh(

@@ -36,7 +36,10 @@ class Monitor:
     added and removed while it runs. A session is watched for as long as anything claims it, directly
     (``add_session``) or through a watched channel that reports it, and is reported once. ``cursors`` maps
     session ids to cursors to resume from, for sessions added without ``since=`` and for those a channel watch
-    reaches; a channel whose sessions have cursors finishes every one of them after a restart. The iteration
+    reaches; a channel whose sessions have cursors finishes every one of them after a restart. With
+    ``poll="feed"`` each session still reads its own events every ``resync`` seconds, the safety net: 300 by
+    default, stretched to ``sessions / 100`` when that is longer, so that resyncs stay under 100 reads a second
+    (1,000 s at 100,000 sessions); a ``resync`` given is kept as it is. The iteration
     ends when nothing is left to watch (every session ended, no channel watched) unless ``stay_open=True``. A
     watch that fails for good (401/403/404, ``max_silence``) ends the monitor with that error, unless
     ``on_error(id, error)`` is given: then only that watch stops. Leaving ``async with`` (or ``aclose()``) stops

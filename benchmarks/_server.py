@@ -9,10 +9,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from types import TracebackType
 from typing import IO, Final
 
-__all__ = ["ServerProcess", "canned_server", "emulator_server"]
+__all__ = ["ServerProcess", "canned_server", "emulator_server", "standalone_emulator"]
 
 _URL_RE: Final = re.compile(r"http://[0-9.:\[\]a-fA-F]+")
 _START_TIMEOUT: Final = 30.0
@@ -111,3 +114,22 @@ def emulator_server(latency: float = 0.0) -> ServerProcess:
     answer back ``latency`` seconds."""
     return ServerProcess("benchmarks._emulator_server", "--latency", repr(latency))
 
+
+@contextmanager
+def standalone_emulator(command: Sequence[str]) -> Iterator[tuple[str, dict[str, str]]]:
+    """``python COMMAND``, an emulator that prints ``listening on URL username=U app_id=A secret_key=K`` when ready,
+    in its own process; yields its URL and the credentials from that line."""
+    proc = subprocess.Popen(
+        [sys.executable, *command], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        found = re.search(r"listening on (\S+) username=(\S+) app_id=(\S+) secret_key=(\S+)", line)
+        if found is None:
+            raise RuntimeError(f"the emulator did not start: {line!r}")
+        url, username, app_id, secret_key = found.groups()
+        yield url, {"username": username, "app_id": app_id, "secret_key": secret_key}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

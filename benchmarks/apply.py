@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from sigma_async.testing import Emulator, Fault
 from sigma_async.testing._standalone import serve
 
 from ._report import Section
+from ._server import standalone_emulator
 from ._stats import fmt_ratio, fmt_seconds, median, paired_ratio, rotate
 
 __all__ = ["ApplyBenchConfig", "run"]
@@ -161,24 +160,9 @@ def _write_files(directory: Path, count: int) -> dict[str, Path]:
     return {"toml": toml, "jsonl": jsonl}
 
 
-@contextmanager
-def _emulator(latency: float) -> Iterator[tuple[str, dict[str, str]]]:
+def _emulator(latency: float) -> AbstractContextManager[tuple[str, dict[str, str]]]:
     """The emulator in its own process; yields its URL and credentials from its ready line."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.apply", "serve", str(latency)], stdout=subprocess.PIPE, text=True,
-        cwd=Path(__file__).resolve().parent.parent,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        found = re.search(r"listening on (\S+) username=(\S+) app_id=(\S+) secret_key=(\S+)", line)
-        if found is None:
-            raise RuntimeError(f"the emulator did not start: {line!r}")
-        url, username, app_id, secret_key = found.groups()
-        yield url, {"username": username, "app_id": app_id, "secret_key": secret_key}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    return standalone_emulator(["-m", "benchmarks.apply", "serve", str(latency)])
 
 
 async def _serve(latency: float) -> None:

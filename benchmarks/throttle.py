@@ -10,12 +10,8 @@ server counting over a sliding second, second by second.
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import anyio
@@ -24,6 +20,7 @@ from sigma_async import ChannelCreate, SigmaClient, SigmaError
 
 from ._burst import BurstConfig, BurstRun, burst_section, measure_burst
 from ._report import Section, status_for
+from ._server import standalone_emulator
 
 __all__ = ["ThrottleConfig", "run", "run_burst"]
 
@@ -210,22 +207,7 @@ async def _drive(config: ThrottleConfig, url: str, creds: dict[str, str], adapti
     )
 
 
-@contextmanager
-def _emulator(rate: float, window: float | None = None) -> Iterator[tuple[str, dict[str, str]]]:
+def _emulator(rate: float, window: float | None = None) -> AbstractContextManager[tuple[str, dict[str, str]]]:
     """The standalone emulator in its own process; yields its URL and credentials from its ready line."""
     extra = ["--throttle-window", str(window)] if window is not None else []
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sigma_async.testing", "--throttle", str(rate), *extra],
-        stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        found = re.search(r"listening on (\S+) username=(\S+) app_id=(\S+) secret_key=(\S+)", line)
-        if found is None:
-            raise RuntimeError(f"the emulator did not start: {line!r}")
-        url, username, app_id, secret_key = found.groups()
-        yield url, {"username": username, "app_id": app_id, "secret_key": secret_key}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    return standalone_emulator(["-m", "sigma_async.testing", "--throttle", str(rate), *extra])

@@ -19,7 +19,7 @@ from ..apply import (
     default_state_path,
     load_desired,
 )
-from ._commands import UsageError
+from ._commands import UsageError, count_arg
 from ._output import Output
 
 __all__ = ["add_parser", "run"]
@@ -61,7 +61,7 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> argparse.Argum
     parser.add_argument("--dry-run", action="store_true", help="print the plan and send nothing (reads only)")
     parser.add_argument("--replace", action="store_true",
                         help="delete and re-create channels whose spec changed (their stream key and URLs change)")
-    parser.add_argument("--concurrency", type=_at_least_one, default=16, metavar="N",
+    parser.add_argument("--concurrency", type=count_arg, default=16, metavar="N",
                         help="requests in flight (default: 16)")
     parser.add_argument("--forget", action="append", default=[], metavar="NAME",
                         help="drop NAME from the state: a create in doubt the console shows never happened "
@@ -187,13 +187,3 @@ def _pair(text: str) -> tuple[str, str]:
     if not sep or not name or not channel_id:
         raise UsageError(f"--adopt takes NAME=CHANNEL_ID, not {text!r}")
     return name, channel_id
-
-
-def _at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value

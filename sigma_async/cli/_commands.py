@@ -39,6 +39,17 @@ class UsageError(Exception):
     """The command cannot run as given (missing option, unreadable file): exit status 2, nothing sent."""
 
 
+def count_arg(text: str) -> int:
+    """argparse ``type=`` for a count: a whole number, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
 # -- channels -------------------------------------------------------------------------------------------------
 
 

@@ -109,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
         "fills a missing S3 secretKey. Invalid items fail alone and are not sent. Exit status 1 if any item failed."
     )
     many.add_argument("file", metavar="FILE", help="the specs; - reads standard input")
-    many.add_argument("--concurrency", type=_count, default=16, metavar="N", help="creates in flight (default: 16)")
+    many.add_argument(
+        "--concurrency", type=cmd.count_arg, default=16, metavar="N", help="creates in flight (default: 16)"
+    )
     many.add_argument("--rate-limit", type=cmd.positive, metavar="PER_SECOND", help="cap on creates started per second")
     many.add_argument("--failures-out", metavar="PATH", help="write failures here as JSON lines (default: stderr)")
     many.add_argument("--dry-run", action="store_true", help="check every spec and send nothing")
@@ -119,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listing = leaf(sessions, "list", cmd.sessions_list, "list a channel's sessions, newest first (every page)")
     listing.add_argument("channel_id", metavar="CHANNEL")
-    listing.add_argument("--limit", type=_count, metavar="N", help="stop after N sessions")
+    listing.add_argument("--limit", type=cmd.count_arg, metavar="N", help="stop after N sessions")
     leaf(sessions, "status", cmd.sessions_status, "a session's live status").add_argument(
         "session_id", metavar="SESSION"
     )
@@ -129,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev = leaf(events, "list", cmd.events_list, "list a session's events, newest first")
     ev.add_argument("session_id", metavar="SESSION")
-    ev.add_argument("--limit", type=_count, metavar="N", help="stop after N events")
+    ev.add_argument("--limit", type=cmd.count_arg, metavar="N", help="stop after N events")
 
     watch = leaf(commands, "watch", _watch.watch, "print a session's transitions as they happen, until it ends")
     watch.set_defaults(client_class=_watch.ReportingClient)
@@ -149,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("emulator", add_help=False, help="serve a fake Sigma API on loopback (--port, --speed, ...)")
 
     demo = leaf(commands, "demo", None, "a tour in a few seconds against an embedded emulator; no account needed")
-    demo.add_argument("--channels", type=_count, default=5, help="channels to provision (default: 5)")
+    demo.add_argument("--channels", type=cmd.count_arg, default=5, help="channels to provision (default: 5)")
     demo.add_argument("--speed", type=cmd.positive, default=30.0, help="emulated clock speed-up (default: 30)")
 
     for module in COMMAND_MODULES:
@@ -312,13 +314,3 @@ def _tolerate_any_encoding() -> None:
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
             reconfigure(errors="backslashreplace")
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value

@@ -1,30 +1,29 @@
 """The engine behind every watcher: who claims which session, and what a read of a session or a channel does.
 
 ``watch_session``, ``watch_channel``, ``wait_for`` and ``Monitor`` all run one ``Engine``. The loop itself is
-``Scheduler``'s; the app-wide feed's reads are in ``_fed``, playback health's in ``_outputs``.
+``Scheduler``'s; a followed channel's reads are in ``_channel_reads``, the app-wide feed's in ``_fed``, playback
+health's in ``_outputs``.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Coroutine, Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
-from .._protocol import check_id
-from ..errors import NotFoundError, SigmaError, WatchError
-from ..models import Event, Session
+from ..errors import SigmaError
+from ..models import Event
 from ..transitions import Transition
-from . import _fed, _outputs
+from . import _channel_reads, _fed, _outputs
 from ._api import WatchClient
 from ._clock import WatchClock
-from ._cursor import decode_cursor
 from ._feed import DEFAULT_RESYNC, RESYNC_RATE
-from ._items import Item, Row, WatchedChannel, WatchedFeed, WatchedOutput, WatchedSession
+from ._items import Item, WatchedChannel, WatchedFeed, WatchedOutput, WatchedSession
 from ._kinds import DEFAULT_TABLE, KindTable
 from ._listing import ChannelView
 from ._plan import DEFAULT_STATUS_EVERY, ReadPlan, SessionPlan
-from ._reads import read_listing, read_new_events
+from ._reads import read_new_events
 from ._scheduler import GRID, ErrorCallback, Scheduler
 from ._tracker import SessionTracker
 
@@ -115,11 +114,11 @@ class Engine(Scheduler):
                 watched.tracker.channel_id = channel_id
             return
         since = since if since is not None else self.cursors.get(session_id)
-        tracker = self._tracker(session_id, since=since, channel_id=channel_id)
+        tracker = self.new_tracker(session_id, since=since, channel_id=channel_id)
         if tracker.ended:
             return  # resumed after its end: nothing left to report
-        watched = WatchedSession(tracker, self._plan(by_row=False), direct=True, channel=None)
-        self._register(watched, self.first_due())
+        watched = WatchedSession(tracker, self.new_plan(by_row=False), direct=True, channel=None)
+        self.register(watched, self.first_due())
 
     def remove_session(self, session_id: str) -> None:
         """Drop the direct claim; the session stays watched while a channel still reports it."""
@@ -141,7 +140,7 @@ class Engine(Scheduler):
         self.check_open()
         if channel_id in self.channels:
             return
-        resume_after, known, unfinished = self._cursors_of(channel_id)
+        resume_after, known, unfinished = _channel_reads.cursors_of(self.cursors, channel_id)
         view = ChannelView(channel_id, since=self.clock.wall(), resume_after=resume_after, known=known)
         channel = WatchedChannel(view)
         channel.last_ok = self.now()
@@ -150,14 +149,14 @@ class Engine(Scheduler):
         # server's clock agrees with this one's (see ChannelView.since).
         self.schedule(channel, self.now() + self.first_delay)
         for session_id, cursor in unfinished:
-            self._take_up(channel_id, session_id, since=cursor, row=None)
+            _channel_reads.take_up(self, channel_id, session_id, since=cursor, row=None)
 
     def remove_channel(self, channel_id: str) -> None:
         channel = self.channels.pop(channel_id, None)
         if channel is None:
             return
         channel.alive = False
-        for watched in self._claims_of(channel_id):
+        for watched in self.claims_of(channel_id):
             watched.channels = tuple(c for c in watched.channels if c != channel_id)
             if not watched.claimed:
                 self.drop_session(watched, purge=True)
@@ -173,7 +172,7 @@ class Engine(Scheduler):
         if isinstance(item, WatchedSession):
             return self._poll_session(item)
         if isinstance(item, WatchedChannel):
-            return self._poll_channel(item)
+            return _channel_reads.poll_channel(self, item)
         if isinstance(item, WatchedOutput):
             assert self.outputs is not None
             return self.outputs.poll(item)
@@ -305,8 +304,8 @@ class Engine(Scheduler):
             self.purge(watched.ident)
         for channel_id in watched.channels:
             channel = self.channels.get(channel_id)
-            if channel is not None and channel.gone is not None and not self._claims_of(channel_id):
-                self._channel_over(channel)
+            if channel is not None and channel.gone is not None and not self.claims_of(channel_id):
+                self.channel_over(channel)
 
     def start_feed(self) -> None:
         # The feed reads once there is a session to route to, and from then on for the monitor's life.
@@ -315,14 +314,14 @@ class Engine(Scheduler):
             self.feed.last_ok = self.now()
             self.schedule(self.feed, self.now())
 
-    def _tracker(
+    def new_tracker(
         self, session_id: str, *, since: str | None, channel_id: str | None, created_at: datetime | None = None
     ) -> SessionTracker:
         return SessionTracker(
             session_id, channel_id=channel_id, since=since, table=self.table, hold=self.hold, created_at=created_at
         )
 
-    def _plan(self, *, by_row: bool) -> SessionPlan:
+    def new_plan(self, *, by_row: bool) -> SessionPlan:
         mode = self.mode
         if mode == "fed":
             assert self.feed is not None
@@ -331,7 +330,7 @@ class Engine(Scheduler):
             return SessionPlan("full", status_every=self.status_every)
         return SessionPlan("lean", status_every=self.status_every, by_row=by_row)
 
-    def _register(self, watched: WatchedSession, due: float) -> None:
+    def register(self, watched: WatchedSession, due: float) -> None:
         watched.last_ok = self.now()
         self.sessions[watched.ident] = watched
         if self.parked is not None and watched.plan.mode == "fed":
@@ -351,134 +350,14 @@ class Engine(Scheduler):
             if watched.alive and not watched.busy:
                 self.schedule(watched, due)
 
-    # -- channels -------------------------------------------------------------------------------------------
+    # -- channels ----------------------------------------------------------------------------------------------
 
-    async def _poll_channel(self, channel: WatchedChannel) -> None:
-        view = channel.view
-        began = self.now()
-
-        async def reads() -> Any:
-            if view.check_due(self.status_every):
-                await self.client.channels.get(view.channel_id)  # 404: the channel does not exist, or no more
-            return await read_listing(self.client, view.start_read())
-
-        try:
-            read = await self.guarded(channel, reads())
-        except SigmaError as exc:
-            channel.busy = False
-            if isinstance(exc, NotFoundError) and view.looked:
-                self._channel_deleted(channel, exc)
-            else:
-                self.failed(channel, exc)
-            return
-        channel.busy = False
-        if not channel.alive:
-            return
-        answered = self.clock.wall()
-        channel.succeeded(self.now())
-        cid = view.channel_id
-        new, moved = view.sort_out(read, lambda sid: sid in self.sessions and cid in self.sessions[sid].channels)
-        for row in moved:
-            self._row_moved(self.sessions[row.id], row, answered)
-        for row in new:
-            try:
-                _server_id(row.id, cid)
-            except WatchError as exc:
-                self._give_up(channel, exc)
-                return
-            self._take_up(cid, row.id, since=self.cursors.get(row.id), row=row, row_at=answered)
-        channel.read_began = began
-        if self.tombstones:
-            # A session gone before a read of every channel began was in that read, if it was to be listed at all.
-            oldest = min(c.read_began for c in self.channels.values())
-            self.tombstones = {sid: at for sid, at in self.tombstones.items() if at >= oldest}
-        self.schedule(channel, self.now() + self.jittered(self.interval))
-
-    def _take_up(
-        self,
-        channel_id: str,
-        session_id: str,
-        *,
-        since: str | None,
-        row: Session | None,
-        row_at: datetime | None = None,
-    ) -> None:
-        if session_id in self.tombstones:
-            return  # reported (or removed) directly before any channel claimed it: once is enough
-        watched = self.sessions.get(session_id)
-        if watched is not None:
-            if channel_id not in watched.channels:
-                watched.channels += (channel_id,)
-            if watched.tracker.channel_id is None:
-                watched.tracker.channel_id = channel_id
-            if row is not None:
-                self._row_moved(watched, row, row_at)
-            return
-        try:
-            tracker = self._tracker(
-                session_id, since=since, channel_id=channel_id, created_at=row.created_at if row is not None else None
-            )
-        except ValueError as exc:  # a cursor learned since the watch began, and damaged: that session alone fails
-            self.report(session_id, WatchError(f"session {session_id}: its cursor: {exc}"))
-            return
-        if tracker.ended:
-            return
-        watched = WatchedSession(tracker, self._plan(by_row=True), direct=False, channel=channel_id)
-        watched.row, watched.row_at = (Row.of(row) if row is not None else None), row_at
-        self._register(watched, self.now())
-
-    def _row_moved(self, watched: WatchedSession, row: Session, row_at: datetime | None) -> None:
-        watched.row, watched.row_at = Row.of(row), row_at
-        if watched.plan.by_row or watched.plan.mode == "fed":
-            watched.row_moved = True
-            if not watched.busy:
-                self.schedule(watched, self.now())
-
-    def _cursors_of(self, channel_id: str) -> tuple[datetime | None, frozenset[str], list[tuple[str, str]]]:
-        """From the cursors: the newest ``createdAt`` among the channel's sessions and which sessions were created
-        then, and the sessions left unfinished."""
-        newest: datetime | None = None
-        at_newest: set[str] = set()
-        unfinished: list[tuple[str, str]] = []
-        for session_id, cursor in self.cursors.items():
-            try:
-                c = decode_cursor(cursor, session_id)
-            except ValueError as exc:
-                # Now, at the call, rather than later inside the running watch.
-                raise ValueError(f"cursors[{session_id!r}]: {exc}") from exc
-            if c.c != channel_id:
-                continue
-            if c.ca is not None:
-                if newest is None or c.ca > newest:
-                    newest, at_newest = c.ca, {session_id}
-                elif c.ca == newest:
-                    at_newest.add(session_id)
-            if c.k != "ended":
-                unfinished.append((session_id, cursor))
-        if newest is None and unfinished:
-            newest = datetime.min.replace(tzinfo=timezone.utc)
-        return newest, frozenset(at_newest), unfinished
-
-    def _claims_of(self, channel_id: str) -> list[WatchedSession]:
+    def claims_of(self, channel_id: str) -> list[WatchedSession]:
         return [w for w in self.sessions.values() if channel_id in w.channels]
 
-    def _channel_deleted(self, channel: WatchedChannel, exc: SigmaError) -> None:
-        # Its open session was ended by the deletion: let the sessions it reports reach their Ended first.
-        channel.gone = exc
-        if not self._claims_of(channel.ident):
-            self._channel_over(channel)
-
-    def _channel_over(self, channel: WatchedChannel) -> None:
+    def channel_over(self, channel: WatchedChannel) -> None:
         assert channel.gone is not None
         self.channels.pop(channel.ident, None)
         channel.alive = False
         self.report(channel.ident, channel.gone)
 
-
-def _server_id(session_id: str, channel_id: str) -> str:
-    # An id from the server goes into the next URL: one that is not a plain path segment ends this watch with a
-    # SigmaError (the monitor's on_error hears of it), never a bare ValueError that would end every watch.
-    try:
-        return check_id(session_id, "session id")
-    except ValueError as exc:
-        raise WatchError(f"channel {channel_id}: the server named a malformed session id {session_id[:40]!r}") from exc

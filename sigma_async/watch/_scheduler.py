@@ -280,7 +280,7 @@ class Scheduler:
         if not item.alive:
             return
         if is_fatal(exc):
-            self._give_up(item, exc)
+            self.give_up_and_report(item, exc)
             return
         item.failures += 1
         item.last_error = exc
@@ -289,7 +289,7 @@ class Scheduler:
         if self.max_silence is not None:
             left = self.max_silence - (now - item.last_ok)
             if left <= 0:
-                self._give_up(item, self._silence(item, None))
+                self.give_up_and_report(item, self._silence(item, None))
                 return
             delay = min(delay, left + 0.001)  # wake in time to give up on schedule
         logger.info("watch %s: %s; polling again in %.2fs", item.what, describe(exc), delay)
@@ -308,7 +308,7 @@ class Scheduler:
             self._error = exc
         self._wake()
 
-    def _give_up(self, item: Item, exc: SigmaError) -> None:
+    def give_up_and_report(self, item: Item, exc: SigmaError) -> None:
         if self.give_up(item, exc):
             self.report(item.ident, exc)
 

@@ -255,12 +255,14 @@ class Engine(Scheduler):
             watched.pending = None
         started_at = watched.row.started_at if watched.row is not None else None
         watched.row_moved = False
-        if plan.events:
-            watched.catching_up = False
+        if plan.events and watched.catch_up_after is not None and began >= watched.catch_up_after:
+            watched.catch_up_after = None
         transitions, fresh = tracker.feed_fresh(status, events, began, started_at=started_at, status_at=status_at)
         watched.plan.polled(plan, fresh, self.table)
         self.emit_session(watched, transitions)
         if not tracker.ended:
+            if watched.catching_up:
+                watched.next_resync = self.now()  # this read began before the feed's gap closed: again, now
             self.schedule(watched, self.next_due(watched))
 
     def emit_session(self, watched: WatchedSession, transitions: list[Transition]) -> None:

@@ -90,14 +90,16 @@ async def start_sessions(engine: Engine, feed: WatchedFeed, first: Page[Event], 
     """The sessions that waited for the feed's first answer: started together from the app-wide listings when
     there are many (``bootstrap``), each with its own first read otherwise, or where the listings fall short."""
     parked = engine.unpark()
-    now = engine.now()
+    now, answered = engine.now(), engine.clock.wall()
     for watched in engine.sessions.values():
-        if watched.plan.mode == "fed" and watched.started and watched.alive and not watched.busy:
-            # It read on its own while the feed was failing: events between that read and this first page are
-            # below the page, where the feed will not look. Its own read catches them up (a resync, now).
-            watched.next_resync = now
-            watched.catching_up = True
-            engine.schedule(watched, now)
+        if watched.plan.mode == "fed" and watched.alive and (watched.started or watched.busy):
+            # It read on its own while the feed was failing (or its read is still on its way): events between
+            # that read and this first page are below the page, where the feed will not look. An own read begun
+            # after this page catches them up (a resync, now; for one in flight, once it is back).
+            watched.catch_up_after = answered
+            if not watched.busy:
+                watched.next_resync = now
+                engine.schedule(watched, now)
     started: set[str] = set()
     if len(parked) >= BOOTSTRAP_MIN:
         try:

@@ -70,7 +70,7 @@ class WatchedSession(Item):
     """One session: its tracker and plan, and who claims it (directly, and through which channels)."""
 
     __slots__ = (
-        "catching_up", "channels", "direct", "next_resync", "output", "pending", "plan", "row", "row_at",
+        "catch_up_after", "channels", "direct", "next_resync", "output", "pending", "plan", "row", "row_at",
         "row_moved", "tracker",
     )  # fmt: skip
 
@@ -86,7 +86,9 @@ class WatchedSession(Item):
         self.row_moved = False
         self.pending: list[Event] | None = None  # events the feed routed here while its own read was running
         self.next_resync = 0.0
-        self.catching_up = False  # fed: its own events read must come first (the feed has a gap for it)
+        # Fed: the feed has a gap for it up to this (wall) time: an events read of its own that began then or later
+        # must come first, and what the feed routes meanwhile waits for it.
+        self.catch_up_after: datetime | None = None
         self.output: WatchedOutput | None = None  # its HLS output's watch, with playback=True, once on air
 
     @property
@@ -100,6 +102,10 @@ class WatchedSession(Item):
     @property
     def claimed(self) -> bool:
         return self.direct or bool(self.channels)
+
+    @property
+    def catching_up(self) -> bool:
+        return self.catch_up_after is not None
 
     @property
     def started(self) -> bool:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import anyio
 import msgspec
 import pytest
 
 from sigma_async import FeedRefused, RetryPolicy, SigmaClient, Transition, WatchError
-from sigma_async.models import Page
+from sigma_async.models import Event, Page
 from sigma_async.testing import Emulator, Fault
 from sigma_async.testing._faults import JournalEntry
+from sigma_async.watch import Monitor
 
 FAST = 0.02
 NO_RETRY = RetryPolicy(max_retries=0)
@@ -211,3 +212,82 @@ async def test_a_feed_that_turns_oldest_first_after_its_probe_is_refused(
                 if kinds.count("interrupted") == 3:
                     break
     assert [r.getMessage() for r in caplog.records if FALLBACK in r.getMessage()] != []
+
+
+class _Gated:
+    """The emulator's client with two gates: the first own events read of one session is answered when asked and
+    reaches the watcher only once ``release`` is set (a read still on its way), and the app-wide events listing's
+    ``n``-th read waits for ``gates[n]``."""
+
+    def __init__(self, client: SigmaClient, session_id: str, gates: dict[int, anyio.Event]) -> None:
+        self.channels = client.channels
+        self.sessions = client.sessions
+        self.events = self
+        self._events = client.events
+        self._session_id = session_id
+        self._gates = gates
+        self._app_reads = 0
+        self.answered = anyio.Event()
+        self.release = anyio.Event()
+
+    async def list(self, session_id: str, *, page: int = 1, per_page: int = 100) -> Page[Event]:
+        answer = await self._events.list(session_id, page=page, per_page=per_page)
+        if session_id == self._session_id and not self.answered.is_set():
+            self.answered.set()
+            await self.release.wait()
+        return answer
+
+    async def list_app(self, *, page: int = 1, per_page: int = 100) -> Page[Event]:
+        self._app_reads += 1
+        gate = self._gates.get(self._app_reads)
+        if gate is not None:
+            await gate.wait()
+        return await self._events.list_app(page=page, per_page=per_page)
+
+
+async def test_an_event_between_an_own_read_in_flight_and_the_probe_page_is_not_lost(
+    emu: Emulator, client: SigmaClient
+) -> None:
+    # The probe fails, so the session reads on its own; the probe passes while that read is still on its way. An
+    # event written after the read was answered is on the probe page, which the feed takes as read and routes to
+    # nobody; enough events after it keep the feed's next pass from reaching back to it, and a later event the
+    # feed brings moves the session's mark past it. Only a read of the session's own that begins after the probe
+    # page can bring it. (Found by an independent attack: lost 5 times out of 5.)
+    ch, sid = on_air(emu, "held")
+    _, noise = on_air(emu, "noise")  # not watched: other sessions of the app, busy
+    emu.faults.add("GET /events", Fault(status=503), times=1, when=app_wide)
+    probe, next_pass = anyio.Event(), anyio.Event()
+    held = _Gated(client, sid, {2: probe, 3: next_pass})  # 1: the probe that fails, 2: its retry, 3: the next pass
+
+    def app_wide_answers() -> int:
+        return sum(1 for e in emu.journal.entries("GET /events") if app_wide(e) and e.status == 200)
+
+    async def until(condition: Callable[[], bool]) -> None:
+        while not condition():  # noqa: ASYNC110 - a condition on the emulator's journal, within fail_after below
+            await anyio.sleep(FAST / 4)
+
+    async def script() -> None:
+        await held.answered.wait()
+        emu.interrupt_signal(ch)
+        for _ in range(700):
+            emu.add_event(noise, "stable")
+        probe.set()
+        await until(lambda: app_wide_answers() >= 1)  # the retried probe, the event on its page
+        for _ in range(900):
+            emu.add_event(noise, "stable")
+        next_pass.set()
+        await until(lambda: app_wide_answers() >= 2)  # the next pass: it does not reach back to the event
+        held.release.set()
+        await until(lambda: app_wide_answers() >= 4)
+        emu.restore_signal(ch)  # brought by the feed: the session's mark moves past the lost event
+        await until(lambda: app_wide_answers() >= 7)
+        emu.stop_channel(ch)
+
+    kinds: list[str] = []
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(script)
+            async with Monitor(held, session_ids=[sid], interval=FAST, poll="feed", stagger=False) as monitor:
+                async for t in monitor:
+                    kinds.append(t.kind)
+    assert kinds == ["initializing", "started", "live", "stable", "interrupted", "restored", "stopped", "ended"]

@@ -277,17 +277,16 @@ class Engine(Scheduler):
         """When a session polls next by its plan, and no later than its held step's release."""
         now = self.now()
         plan = watched.plan
+        release = watched.tracker.release_at
         if watched.row_moved:
             due = now
         elif plan.mode == "fed":
             # An announced change is read at once, unless a held step is pending: its read comes at release.
-            held = watched.tracker.release_at is not None
-            due = now if plan.announced and not plan.by_row and not held else watched.next_resync
+            due = now if plan.announced and not plan.by_row and release is None else watched.next_resync
         elif plan.by_row:
             due = now + self.jittered(self.interval * plan.status_every)
         else:
             due = now + self.jittered(self.interval)
-        release = watched.tracker.release_at
         if release is not None:
             # A grid step past the release: the loop may start the read that much early, and a read before the
             # release would only be due again at once.

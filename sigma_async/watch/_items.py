@@ -38,15 +38,14 @@ class Row(msgspec.Struct, frozen=True, gc=False):
 
 
 class Item:
-    """What every scheduled thing has: when it is due, whether a read of it is running, how it is failing."""
+    """What every scheduled thing has: its entry on the heap, whether a read of it is running, how it is failing."""
 
-    __slots__ = ("alive", "busy", "due", "failures", "gen", "last_error", "last_ok")
+    __slots__ = ("alive", "busy", "failures", "last_error", "last_ok", "seq")
 
     def __init__(self) -> None:
         self.alive = True
         self.busy = False  # a read of it is running
-        self.due = 0.0
-        self.gen = -1  # the seq of its entry on the scheduler's heap: entries of an older seq are stale
+        self.seq = -1  # the seq of its current entry on the scheduler's heap: an entry of another seq is stale
         self.failures = 0
         self.last_ok = 0.0  # set by the scheduler, on its clock
         self.last_error: SigmaError | None = None

@@ -162,9 +162,8 @@ class Scheduler:
 
     def schedule(self, item: Item, due: float) -> None:
         """Make ``item`` due at ``due`` (monotonic seconds on the clock); replaces when it was due before."""
-        self._due.pop(item.gen, None)
-        item.gen = seq = next(self._seq)
-        item.due = due
+        self._due.pop(item.seq, None)
+        item.seq = seq = next(self._seq)
         self._due[seq] = item
         heapq.heappush(self._heap, (due, seq))
         if due < self._wake_at:
